@@ -1,0 +1,313 @@
+"""Data-layer assets: Xena downloads → samples, expression, probes, M-values, promoters, windows.
+
+Each asset reads its inputs, calls ``dmg_ml``, validates and writes one cohort partition of a
+warehouse table, and reports metadata. Checks that a person should see in the UI are declared as
+asset checks and evaluated on the rows just written.
+"""
+
+
+import time
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+from pydantic import Field
+
+from dmg_assets.partitions import cohort_partitions
+from dmg_ml.barcodes import sample_table
+from dmg_ml.genome import load_promoters
+from dmg_ml.methylation import MValueStream, m_value_rows
+from dmg_ml.preprocess import filter_expression
+from dmg_ml.schemas import validate
+from dmg_ml.windows import WINDOW_SIZES, promoters_with_probes
+from dmg_ml.windows import gene_windows as build_gene_windows
+from dmg_ml.xena import read_matrix, read_matrix_header, read_probe_map
+from dmg_resources.source import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH, XenaSource
+from dmg_resources.warehouse import Warehouse
+
+GROUP = "data_layer"
+
+
+def _cohort(context: AssetExecutionContext) -> dict[str, str]:
+    return {"cohort": context.partition_key}
+
+
+def _source_paths(cohort: str) -> dict[str, str]:
+    return {
+        "methylation": METHYLATION_PATH.format(cohort=cohort),
+        "expression": EXPRESSION_PATH.format(cohort=cohort),
+        "probe_map": PROBE_MAP_PATH,
+    }
+
+
+def _cached(source: XenaSource, relative: str):
+    path = source.cache_path(relative)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not cached: materialise source_files first")
+    return path
+
+
+def _kept_samples(warehouse: Warehouse, partition: dict[str, str]) -> list[str]:
+    samples = warehouse.read("samples", partition, columns=["sample", "kept"])
+    return samples.loc[samples["kept"], "sample"].astype(str).tolist()
+
+
+@asset(partitions_def=cohort_partitions, group_name=GROUP, kinds={"http"})
+def source_files(context: AssetExecutionContext, source: XenaSource) -> MaterializeResult:
+    """The cohort's methylation and expression matrices and the probe map, cached locally."""
+    metadata: dict[str, object] = {}
+    for name, relative in _source_paths(context.partition_key).items():
+        started = time.monotonic()
+        download = source.fetch(relative)
+        verb = "reused" if download.reused else "downloaded"
+        context.log.info(f"{name}: {verb} {download.url} ({download.size_bytes:,} bytes)")
+        metadata[f"{name}_url"] = MetadataValue.url(download.url)
+        metadata[f"{name}_sha256"] = download.sha256
+        metadata[f"{name}_bytes"] = download.size_bytes
+        metadata[f"{name}_reused"] = download.reused
+        metadata[f"{name}_seconds"] = round(time.monotonic() - started, 2)
+    return MaterializeResult(metadata=metadata)
+
+
+@asset(
+    partitions_def=cohort_partitions, group_name=GROUP, deps=[source_files], kinds={"duckdb"},
+    check_specs=[AssetCheckSpec("has_shared_samples", asset="samples")],
+)
+def samples(
+    context: AssetExecutionContext, source: XenaSource, warehouse: Warehouse
+) -> MaterializeResult:
+    """Barcodes of both matrices parsed into patient, sample type and tissue; kept = in both."""
+    paths = _source_paths(context.partition_key)
+    table = sample_table(
+        read_matrix_header(_cached(source, paths["methylation"])),
+        read_matrix_header(_cached(source, paths["expression"])),
+    )
+    rows = warehouse.write("samples", _cohort(context), validate("samples", table))
+    kept = table[table["kept"]]
+    counts = kept["tissue"].value_counts()
+    yield MaterializeResult(
+        metadata={
+            "rows": rows,
+            "samples_kept": len(kept),
+            "tumour": int(counts.get("tumour", 0)),
+            "normal": int(counts.get("normal", 0)),
+            "patients": int(kept["patient"].nunique()),
+            "only_in_methylation": int((table["in_methylation"] & ~table["kept"]).sum()),
+            "only_in_expression": int((table["in_expression"] & ~table["kept"]).sum()),
+        }
+    )
+    yield AssetCheckResult(
+        check_name="has_shared_samples",
+        passed=len(kept) >= 10,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"samples_kept": len(kept)},
+        description="At least 10 samples are in both matrices (enough for 5-fold CV).",
+    )
+
+
+@asset(partitions_def=cohort_partitions, group_name=GROUP, deps=[samples], kinds={"duckdb"})
+def expression(
+    context: AssetExecutionContext, source: XenaSource, warehouse: Warehouse
+) -> MaterializeResult:
+    """log2(RSEM + 1) of genes with mean > 1 over the samples kept (DESIGN.md §3 steps 3-4)."""
+    partition = _cohort(context)
+    kept = _kept_samples(warehouse, partition)
+    path = _cached(source, _source_paths(context.partition_key)["expression"])
+    matrix = read_matrix(path, columns=kept)
+    expressed = filter_expression(matrix)
+    long = (
+        expressed.rename_axis(index="gene", columns="sample")
+        .stack()
+        .rename("log2_expression")
+        .reset_index()
+    )
+    rows = warehouse.write("expression", partition, validate("expression", long))
+    means = expressed.mean(axis=1)
+    return MaterializeResult(
+        metadata={
+            "rows": rows,
+            "genes_in_file": len(matrix),
+            "genes_kept": len(expressed),
+            "samples": len(kept),
+            "median_gene_mean": float(means.median()) if len(means) else float("nan"),
+        }
+    )
+
+
+class MValuesConfig(Config):
+    max_missing_fraction: float = Field(
+        default=0.2, description="Probes missing in more samples than this are dropped."
+    )
+    n_neighbors: int = Field(default=10, description="Samples averaged by the kNN imputation.")
+    block_megabytes: int = Field(
+        default=16, description="Text read (and imputed) per block; bounds memory."
+    )
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("m_values", deps=[samples], group_name=GROUP, kinds={"duckdb"}),
+        AssetSpec("probes", deps=[samples], group_name=GROUP, kinds={"duckdb"}),
+    ],
+    check_specs=[
+        AssetCheckSpec("one_row_per_probe_and_sample", asset="m_values"),
+        AssetCheckSpec("imputed_share_below_5_percent", asset="m_values"),
+    ],
+    partitions_def=cohort_partitions,
+)
+def m_values_and_probes(
+    context: AssetExecutionContext, config: MValuesConfig, source: XenaSource,
+    warehouse: Warehouse,
+):
+    """Betas → M-values (±10 clamp) → >20% missing dropped → kNN-imputed, streamed block by block.
+
+    ``probes`` records every located probe of the matrix, its missing fraction and whether it was
+    kept; ``m_values`` holds one row per kept probe and sample, partitioned by chromosome.
+    """
+    partition = _cohort(context)
+    paths = _source_paths(context.partition_key)
+    kept_samples = _kept_samples(warehouse, partition)
+    stream = MValueStream(
+        path=_cached(source, paths["methylation"]),
+        samples=kept_samples,
+        coordinates=read_probe_map(_cached(source, paths["probe_map"])),
+        max_missing_fraction=config.max_missing_fraction,
+        n_neighbors=config.n_neighbors,
+        block_bytes=config.block_megabytes << 20,
+    )
+    imputed = 0
+    started = time.monotonic()
+    with warehouse.writer("m_values", partition) as writer:
+        for number, block in enumerate(stream.blocks(), start=1):
+            imputed += int(block.imputed.sum())
+            for chromosome in np.unique(block.chromosome):
+                rows = np.flatnonzero(block.chromosome == chromosome)
+                table = m_value_rows(block, kept_samples, rows)
+                validate("m_values", table.to_pandas())
+                writer.write(table, sub={"chromosome": str(chromosome)})
+            context.log.info(
+                f"m_values block {number}: {writer.rows:,} rows so far "
+                f"({time.monotonic() - started:.0f} s)"
+            )
+        probes = validate("probes", stream.probe_table())
+    warehouse.write("probes", partition, probes)
+    n_kept = int(probes["kept"].sum())
+    expected = n_kept * len(kept_samples)
+    yield MaterializeResult(
+        asset_key="m_values",
+        metadata={
+            "rows": writer.rows,
+            "probes": n_kept,
+            "samples": len(kept_samples),
+            "imputed_values": imputed,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    )
+    yield MaterializeResult(
+        asset_key="probes",
+        metadata={
+            "rows": len(probes),
+            "kept": n_kept,
+            "dropped_over_missing_limit": len(probes) - n_kept,
+            "dropped_without_coordinates": stream.n_unlocated,
+        },
+    )
+    yield AssetCheckResult(
+        asset_key="m_values",
+        check_name="one_row_per_probe_and_sample",
+        passed=writer.rows == expected,
+        metadata={"rows": writer.rows, "kept_probes_x_samples": expected},
+    )
+    share = imputed / expected if expected else 0.0
+    yield AssetCheckResult(
+        asset_key="m_values",
+        check_name="imputed_share_below_5_percent",
+        passed=share < 0.05,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"imputed_share": round(share, 5)},
+    )
+
+
+@asset(
+    partitions_def=cohort_partitions, group_name=GROUP, deps=[expression, "probes"],
+    kinds={"duckdb"},
+)
+def gene_promoters(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+    """Promoters (TSS ± 1 kb) of expressed genes holding at least one kept probe (§3 step 5)."""
+    partition = _cohort(context)
+    genes = warehouse.read("expression", partition, columns=["gene"])["gene"].unique()
+    probes = warehouse.read("probes", partition, filters=[("kept", "=", True)])
+    promoters = promoters_with_probes(load_promoters(), probes, genes)
+    rows = warehouse.write("gene_promoters", partition, validate("gene_promoters", promoters))
+    return MaterializeResult(
+        metadata={
+            "rows": rows,
+            "expressed_genes": len(genes),
+            "expressed_without_promoter_probe": len(genes) - rows,
+            "median_promoter_probes": float(promoters["n_promoter_probes"].median())
+            if rows else 0.0,
+        }
+    )
+
+
+class WindowConfig(Config):
+    window_sizes: list[int] = Field(
+        default=list(WINDOW_SIZES),
+        description="Half-widths W (bp) around the promoter; the authors' code used 10000000.",
+    )
+
+
+@asset(
+    partitions_def=cohort_partitions, group_name=GROUP, deps=[gene_promoters, "probes"],
+    kinds={"duckdb"},
+    check_specs=[AssetCheckSpec("every_gene_has_cpgs_in_every_window", asset="gene_windows")],
+)
+def gene_windows(
+    context: AssetExecutionContext, config: WindowConfig, warehouse: Warehouse
+):
+    """CpGs within [promoter start − W, promoter end + W] of each gene, for each window W."""
+    partition = _cohort(context)
+    promoters = warehouse.read("gene_promoters", partition)
+    probes = warehouse.read("probes", partition, filters=[("kept", "=", True)])
+    windows = validate("gene_windows", build_gene_windows(promoters, probes, config.window_sizes))
+    rows = warehouse.write("gene_windows", partition, windows)
+    sizes = windows.groupby(["window_bp", "gene"]).size().rename("n_cpgs").reset_index()
+    summary = sizes.groupby("window_bp")["n_cpgs"].describe(percentiles=[0.5])
+    genes_per_window = sizes.groupby("window_bp")["gene"].nunique()
+    yield MaterializeResult(
+        metadata={
+            "rows": rows,
+            "genes": len(promoters),
+            "cpgs_per_gene": MetadataValue.md(_window_table(summary)),
+        }
+    )
+    uncovered = {
+        int(w): int(len(promoters) - genes_per_window.get(w, 0)) for w in config.window_sizes
+    }
+    yield AssetCheckResult(
+        check_name="every_gene_has_cpgs_in_every_window",
+        passed=not any(uncovered.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"genes_without_cpgs": str(uncovered)},
+    )
+
+
+def _window_table(summary: pd.DataFrame) -> str:
+    lines = ["| window (bp) | genes | min | median | mean | max |", "|---:" * 6 + "|"]
+    for window, row in summary.iterrows():
+        lines.append(
+            f"| {int(window):,} | {int(row['count'])} | {int(row['min'])} | {row['50%']:.0f} | "
+            f"{row['mean']:.1f} | {int(row['max'])} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+import multiprocessing as mp
+
+import duckdb
+import pandas as pd
+import pytest
+
+from dmg_resources.warehouse import Warehouse
+
+
+def _warehouse(tmp_path) -> Warehouse:
+    return Warehouse(root=str(tmp_path / "wh"), database=str(tmp_path / "dmg.duckdb"))
+
+
+def _samples(cohort: str, n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sample": [f"TCGA-AA-{i:04d}-01" for i in range(n)],
+            "patient": [f"TCGA-AA-{i:04d}" for i in range(n)],
+            "sample_type_code": pd.array([1] * n, dtype="int16"),
+            "tissue": ["tumour"] * n,
+            "in_methylation": [True] * n,
+            "in_expression": [True] * n,
+            "kept": [True] * n,
+        }
+    )
+
+
+def test_rewriting_a_partition_replaces_its_rows(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 3))
+    warehouse.write("samples", {"cohort": "COAD"}, _samples("COAD", 4))
+    counts = warehouse.query("SELECT cohort, count(*) AS n FROM samples GROUP BY 1 ORDER BY 1")
+    assert counts.to_dict("list") == {"cohort": ["BRCA", "COAD"], "n": [3, 4]}
+    with duckdb.connect(str(tmp_path / "dmg.duckdb"), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM samples").fetchone()[0] == 7
+
+
+def test_a_failed_write_leaves_the_old_partition(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
+    with pytest.raises(RuntimeError, match="boom"), warehouse.writer(
+        "samples", {"cohort": "BRCA"}
+    ) as writer:
+        writer.write(_samples("BRCA", 2))
+        raise RuntimeError("boom")
+    assert len(warehouse.read("samples", {"cohort": "BRCA"})) == 5
+    assert not any((tmp_path / "wh" / ".staging").iterdir())
+
+
+def test_sub_partitions_and_partition_reads(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    frame = pd.DataFrame({"probe_id": ["a", "b"], "m_value": [1.0, 2.0]})
+    with warehouse.writer("things", {"cohort": "BRCA"}) as writer:
+        writer.write(frame, sub={"chromosome": "chr1"})
+        writer.write(frame, sub={"chromosome": "chr2"})
+        writer.write(frame, sub={"chromosome": "chr1"})
+    assert writer.rows == 6
+    chr1 = warehouse.read("things", {"cohort": "BRCA", "chromosome": "chr1"})
+    assert len(chr1) == 4
+    with pytest.raises(LookupError, match="has not been materialised"):
+        warehouse.read("things", {"cohort": "LUAD"})
+    with pytest.raises(ValueError, match="bad partition"):
+        warehouse.write("things", {"cohort": "../etc"}, frame)
+
+
+def _write_many(root: str, database: str, cohort: str, start, rounds: int) -> None:
+    warehouse = Warehouse(root=root, database=database)
+    start.wait()
+    for n in range(1, rounds + 1):
+        warehouse.write("samples", {"cohort": cohort}, _samples(cohort, n * 10))
+
+
+def test_concurrent_processes_lose_no_rows_and_never_hit_the_duckdb_lock(tmp_path):
+    """Four processes rewrite their partitions 5 times each, all refreshing the same DuckDB file."""
+    context = mp.get_context("spawn")
+    start = context.Barrier(4)
+    root, database = str(tmp_path / "wh"), str(tmp_path / "dmg.duckdb")
+    cohorts = ["BRCA", "COAD", "GBM", "LUAD"]
+    workers = [
+        context.Process(target=_write_many, args=(root, database, c, start, 5)) for c in cohorts
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    with duckdb.connect(database, read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT cohort, count(*) FROM samples GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert rows == [(c, 50) for c in sorted(cohorts)]
