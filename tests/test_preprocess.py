@@ -54,7 +54,9 @@ def test_knn_imputation_uses_similar_samples_and_flags_cells():
 
 
 def test_filter_expression_drops_genes_with_mean_at_most_one():
-    frame = pd.DataFrame({"s1": [0.5, 1.0, 5.0], "s2": [1.4, 1.0, 6.0]}, index=["LOW", "EDGE", "HI"])
+    frame = pd.DataFrame(
+        {"s1": [0.5, 1.0, 5.0], "s2": [1.4, 1.0, 6.0]}, index=["LOW", "EDGE", "HI"]
+    )
     assert filter_expression(frame).index.tolist() == ["HI"]
 
 
