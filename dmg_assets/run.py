@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     known = set(instance.get_dynamic_partitions(cohort_partitions.name))
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
 
-    data_job = defs.get_job_def("data_layer_job")
+    data_job = defs.resolve_job_def("data_layer_job")
     for cohort in cohorts:
         print(f"data layer: {cohort}")
         data_job.execute_in_process(partition_key=cohort, instance=instance)

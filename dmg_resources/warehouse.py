@@ -11,6 +11,7 @@ never the bottleneck, and the data stays safe even if a user holds it open.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from filelock import FileLock
 from pydantic import Field
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+_log = logging.getLogger(__name__)
 _VIEW = re.compile(r"create\s+or\s+replace\s+view\s+(\w+)", re.IGNORECASE)
 _PART = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -207,7 +209,7 @@ def _create_views(connection: duckdb.DuckDBPyConnection, statements: list[str]) 
         try:
             connection.execute(statement)
         except (duckdb.CatalogException, duckdb.BinderException) as exc:
-            get_dagster_logger().debug(f"view skipped: {exc}")
+            _log.debug("view skipped: %s", exc)
             continue
         match = _VIEW.search(statement)
         if match:

@@ -1,0 +1,24 @@
+"""Run SQL against the warehouse: ``python -m warehouse.query "SELECT ..."`` or a .sql file.
+
+Opens the DuckDB file read-only, so it never blocks a materialisation.
+"""
+
+import argparse
+from pathlib import Path
+
+import duckdb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sql", help="a SQL statement or the path of a .sql file")
+    parser.add_argument("--database", default="data/dmg.duckdb")
+    args = parser.parse_args(argv)
+    sql = Path(args.sql).read_text() if args.sql.endswith(".sql") else args.sql
+    with duckdb.connect(args.database, read_only=True) as connection:
+        print(connection.sql(sql).df().to_string(index=False, max_rows=50))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
