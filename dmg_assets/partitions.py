@@ -7,8 +7,9 @@ from dagster import (
 )
 
 from dmg_ml.genome import CHROMOSOMES
+from dmg_ml.xena import DEFAULT_COHORTS
 
-DEFAULT_COHORTS: tuple[str, ...] = ("BRCA", "COAD", "GBM", "LUAD")
+__all__ = ["DEFAULT_COHORTS", "cohort_partitions", "cohort_chromosome_partitions"]
 
 #: Cohorts are dynamic: the sensor registers the defaults; a user adds more from the UI or CLI.
 cohort_partitions = DynamicPartitionsDefinition(name="cohort")

@@ -56,19 +56,7 @@ import numpy as np
 import pandas as pd
 
 from dmg_ml.genome import CHROMOSOMES, HG19_LENGTHS, PROMOTER_HALF_WIDTH, load_promoters
-
-PROBE_MAP_PATH = "probeMap/illuminaMethyl450_hg19_GPL16304_TCGAlegacy"
-DEFAULT_COHORTS: tuple[str, ...] = ("BRCA", "COAD", "GBM", "LUAD")
-
-
-def methylation_path(cohort: str) -> str:
-    """Path of a cohort's 450K matrix relative to the hub root."""
-    return f"TCGA.{cohort}.sampleMap/HumanMethylation450.gz"
-
-
-def expression_path(cohort: str) -> str:
-    """Path of a cohort's HiSeqV2 matrix relative to the hub root."""
-    return f"TCGA.{cohort}.sampleMap/HiSeqV2.gz"
+from dmg_ml.xena import DEFAULT_COHORTS, PROBE_MAP_PATH, expression_path, methylation_path
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,22 @@ import pyarrow.csv as pacsv
 
 from dmg_ml.genome import CHROMOSOMES
 
+#: The cohorts of the study: trained on BRCA, generalisation tested on COAD, GBM and LUAD.
+DEFAULT_COHORTS: tuple[str, ...] = ("BRCA", "COAD", "GBM", "LUAD")
+#: Where each file lives under a hub's download root (the public hub and the synthetic one alike).
+METHYLATION_PATH = "TCGA.{cohort}.sampleMap/HumanMethylation450.gz"
+EXPRESSION_PATH = "TCGA.{cohort}.sampleMap/HiSeqV2.gz"
+PROBE_MAP_PATH = "probeMap/illuminaMethyl450_hg19_GPL16304_TCGAlegacy"
 PROBE_MAP_COLUMNS = ("#id", "gene", "chrom", "chromStart", "chromEnd", "strand")
 NULL_VALUES = ["NA", "", "NaN", "nan"]
+
+
+def methylation_path(cohort: str) -> str:
+    return METHYLATION_PATH.format(cohort=cohort)
+
+
+def expression_path(cohort: str) -> str:
+    return EXPRESSION_PATH.format(cohort=cohort)
 
 
 class SourceFormatError(ValueError):

@@ -14,13 +14,13 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import Field
 
+from dmg_ml.xena import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH
 from dmg_resources.download import Download, Progress, download
+
+__all__ = ["EXPRESSION_PATH", "METHYLATION_PATH", "PROBE_MAP_PATH", "XenaSource", "XENA_HUB_URL"]
 
 XENA_HUB_URL = "https://tcga-xena-hub.s3.us-east-1.amazonaws.com/download/"
 
-METHYLATION_PATH = "TCGA.{cohort}.sampleMap/HumanMethylation450.gz"
-EXPRESSION_PATH = "TCGA.{cohort}.sampleMap/HiSeqV2.gz"
-PROBE_MAP_PATH = "probeMap/illuminaMethyl450_hg19_GPL16304_TCGAlegacy"
 
 _COHORT = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$")
 
