@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.impute import KNNImputer
 
 #: |M| never exceeds this: β = 1 → +10, β = 0 → −10, and betas so close to 0 or 1 that their
 #: M-value would pass ±10 are clamped too, so no infinity reaches a table.
@@ -44,20 +43,65 @@ def missing_fraction(values: np.ndarray) -> np.ndarray:
     return np.isnan(values).mean(axis=1)
 
 
+def nan_euclidean(values: np.ndarray) -> np.ndarray:
+    """Samples × samples nan-Euclidean distances of the columns of a probes × samples block.
+
+    scikit-learn's definition: ``sqrt(n_probes / n_shared · Σ_shared (a − b)²)``, over the probes
+    both samples have; infinite when they share none.
+    """
+    present = (~np.isnan(values)).astype(np.float64)
+    x = np.where(present > 0, values, 0.0).astype(np.float64)
+    squares = x * x
+    shared = present.T @ present
+    sum_sq = squares.T @ present + present.T @ squares - 2.0 * (x.T @ x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.maximum(sum_sq, 0.0) * values.shape[0] / shared
+    scaled[shared == 0] = np.inf
+    return np.sqrt(scaled)
+
+
 def impute_knn(m_values: np.ndarray, n_neighbors: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Fill NaNs of a probes × samples block from the ``n_neighbors`` most similar samples.
 
-    Samples are compared over the probes of the block (nan-Euclidean distance, scikit-learn's
-    ``KNNImputer``); a missing value becomes the mean of that probe in the nearest samples that
-    have it. Blocks of a few thousand probes keep memory bounded while giving each distance
-    thousands of CpGs to work with. Returns the filled block and the mask of imputed cells.
+    The semantics of scikit-learn's ``KNNImputer`` (uniform weights): samples are compared by
+    nan-Euclidean distance over the probes of the block, and a missing value becomes the mean of
+    that probe over the nearest samples that have it (the probe's mean if none has it). Blocks of
+    a few thousand probes keep memory bounded while giving each distance thousands of CpGs.
+    ``KNNImputer`` itself takes ~20 s per 2,700-probe block of a full cohort (over an hour per
+    cohort); this computes the distances with three matrix products and vectorises over probes.
+    Returns the filled block and the mask of imputed cells.
     """
     mask = np.isnan(m_values)
     if not mask.any():
         return m_values, mask
-    imputer = KNNImputer(n_neighbors=n_neighbors, keep_empty_features=True)
-    filled = imputer.fit_transform(m_values.T).T.astype(np.float32)
-    return filled, mask
+    filled = m_values.copy()
+    distances = nan_euclidean(m_values)
+    np.fill_diagonal(distances, np.inf)  # a sample is not its own donor
+    order = np.argsort(distances, axis=1, kind="stable")
+    probe_means = np.nanmean(np.where(mask.all(axis=1, keepdims=True), 0.0, m_values), axis=1)
+    probes, samples = np.nonzero(mask)
+    # Nearly always the k nearest donors lie among the nearest few k samples: take those for all
+    # cells at once, then walk the full donor order only for the cells left short.
+    width = min(order.shape[1], 5 * n_neighbors)
+    estimate, short = _donor_mean(m_values, probes, order[samples, :width], n_neighbors)
+    if short.any():
+        rest = np.flatnonzero(short)
+        estimate[rest], _ = _donor_mean(m_values, probes[rest], order[samples[rest]], n_neighbors)
+    filled[probes, samples] = np.where(np.isnan(estimate), probe_means[probes], estimate)
+    return filled.astype(np.float32), mask
+
+
+def _donor_mean(
+    values: np.ndarray, probes: np.ndarray, donors: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each cell's probe over its first ``k`` donors having it; flags cells short of k."""
+    candidates = values[probes[:, None], donors]
+    usable = ~np.isnan(candidates)
+    chosen = usable & (np.cumsum(usable, axis=1) <= k)
+    counts = chosen.sum(axis=1)
+    sums = np.where(chosen, candidates, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts, counts < k
 
 
 def filter_expression(

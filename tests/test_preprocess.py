@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.impute import KNNImputer
 
 from dmg_ml.barcodes import parse_barcodes, sample_table
 from dmg_ml.preprocess import (
@@ -76,3 +77,13 @@ def test_sample_table_keeps_the_intersection_and_rejects_disjoint_files():
     }
     with pytest.raises(ValueError, match="shares no sample"):
         sample_table(["TCGA-A1-A0SB-01"], ["TCGA-A1-A0SC-01"])
+
+
+@pytest.mark.parametrize("missing_rate", [0.02, 0.4])
+def test_knn_imputation_equals_scikit_learns_knn_imputer(missing_rate):
+    rng = np.random.default_rng(3)
+    block = (rng.normal(size=(300, 60)) + rng.normal(size=(1, 60)) * 2).astype(np.float32)
+    block[rng.random(block.shape) < missing_rate] = np.nan
+    filled, _ = impute_knn(block, n_neighbors=7)
+    reference = KNNImputer(n_neighbors=7).fit_transform(block.T).T
+    np.testing.assert_allclose(filled, reference, atol=1e-5)
