@@ -9,7 +9,6 @@ asset checks and evaluated on the rows just written.
 import time
 
 import numpy as np
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -24,6 +23,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_partitions
 from dmg_ml.barcodes import sample_table
 from dmg_ml.genome import load_promoters
@@ -283,13 +283,17 @@ def gene_windows(
     windows = validate("gene_windows", build_gene_windows(promoters, probes, config.window_sizes))
     rows = warehouse.write("gene_windows", partition, windows)
     sizes = windows.groupby(["window_bp", "gene"]).size().rename("n_cpgs").reset_index()
-    summary = sizes.groupby("window_bp")["n_cpgs"].describe(percentiles=[0.5])
+    summary = (
+        sizes.groupby("window_bp")["n_cpgs"]
+        .agg(genes="count", min="min", median="median", mean="mean", max="max")
+        .reset_index()
+    )
     genes_per_window = sizes.groupby("window_bp")["gene"].nunique()
     yield MaterializeResult(
         metadata={
             "rows": rows,
             "genes": len(promoters),
-            "cpgs_per_gene": MetadataValue.md(_window_table(summary)),
+            "cpgs_per_gene": MetadataValue.md(markdown_table(summary, digits=1)),
         }
     )
     uncovered = {
@@ -301,13 +305,3 @@ def gene_windows(
         severity=AssetCheckSeverity.ERROR,
         metadata={"genes_without_cpgs": str(uncovered)},
     )
-
-
-def _window_table(summary: pd.DataFrame) -> str:
-    lines = ["| window (bp) | genes | min | median | mean | max |", "|---:" * 6 + "|"]
-    for window, row in summary.iterrows():
-        lines.append(
-            f"| {int(window):,} | {int(row['count'])} | {int(row['min'])} | {row['50%']:.0f} | "
-            f"{row['mean']:.1f} | {int(row['max'])} |"
-        )
-    return "\n".join(lines)

@@ -94,7 +94,9 @@ class Warehouse(ConfigurableResource):
         return self.root_path.joinpath(table, *_hive(partition))
 
     @contextmanager
-    def writer(self, table: str, partition: Mapping[str, str]) -> Iterator[PartitionWriter]:
+    def writer(
+        self, table: str, partition: Mapping[str, str], _locked: bool = False
+    ) -> Iterator[PartitionWriter]:
         """Stage a partition; on success it replaces the old one whole, on error nothing changes."""
         target = self.partition_dir(table, partition)
         staging = self.root_path / ".staging" / f"{table}-{uuid.uuid4().hex}"
@@ -103,7 +105,11 @@ class Warehouse(ConfigurableResource):
         try:
             yield writer
             writer.close()
-            self._swap(staging, target)
+            if _locked:
+                self._swap(staging, target)
+            else:
+                with self._lock(target):
+                    self._swap(staging, target)
             self._publish_quietly()
         finally:
             writer.close()
@@ -116,17 +122,33 @@ class Warehouse(ConfigurableResource):
             writer.write(frame)
         return writer.rows
 
-    def _swap(self, staging: Path, target: Path) -> None:
+    def replace_rows(
+        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame, key: str
+    ) -> int:
+        """Replace the rows of ``frame``'s ``key`` values in a partition, keeping the others."""
+        target = self.partition_dir(table, partition)
+        with self._lock(target):
+            if any(target.rglob("*.parquet")):
+                old = pq.ParquetDataset(target, partitioning=None).read().to_pandas()
+                old = old[~old[key].isin(set(frame[key]))]
+                frame = pd.concat([old, frame], ignore_index=True)
+            with self.writer(table, partition, _locked=True) as writer:
+                writer.write(frame)
+        return writer.rows
+
+    def _lock(self, target: Path) -> FileLock:
         locks = self.root_path / ".locks"
-        locks.mkdir(exist_ok=True)
+        locks.mkdir(parents=True, exist_ok=True)
         key = str(target.relative_to(self.root_path)).replace(os.sep, "__")
-        with FileLock(locks / f"{key}.lock"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            trash = staging.with_name(staging.name + "-old")
-            if target.exists():
-                os.replace(target, trash)
-            os.replace(staging, target)
-            shutil.rmtree(trash, ignore_errors=True)
+        return FileLock(locks / f"{key}.lock")
+
+    def _swap(self, staging: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        trash = staging.with_name(staging.name + "-old")
+        if target.exists():
+            os.replace(target, trash)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _publish_quietly(self) -> None:
         try:

@@ -90,3 +90,14 @@ def test_concurrent_processes_lose_no_rows_and_never_hit_the_duckdb_lock(tmp_pat
             "SELECT cohort, count(*) FROM samples GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert rows == [(c, 50) for c in sorted(cohorts)]
+
+
+def test_replace_rows_swaps_only_the_given_keys(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    partition = {"cohort": "BRCA", "chromosome": "chr1"}
+    first = pd.DataFrame({"gene": ["A", "B", "C"], "r2": [0.1, 0.2, 0.3]})
+    warehouse.write("gene_scores", partition, first)
+    warehouse.replace_rows("gene_scores", partition, pd.DataFrame({"gene": ["B"], "r2": [0.9]}),
+                           key="gene")
+    rows = warehouse.read("gene_scores", partition).sort_values("gene")
+    assert rows.to_dict("list") == {"gene": ["A", "B", "C"], "r2": [0.1, 0.9, 0.3]}
