@@ -1,20 +1,23 @@
 """Materialise the platform from a shell: ``python -m dmg_assets.run``.
 
 Writes the embedded synthetic hub when the source is a local directory that lacks it, registers
-the cohorts as partitions, then runs the data-layer job for each cohort, recording every run in
-the Dagster instance (``$DAGSTER_HOME``) so the UI shows them.
+the cohorts as partitions, runs the data-layer job for each cohort, then trains the CNNs of the
+training cohorts, chromosome by chromosome, and summarises them. Every run is recorded in the
+Dagster instance (``$DAGSTER_HOME``), so the UI shows them.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance, MultiPartitionKey
 
 from dmg_assets.definitions import SOURCE_URL, defs
 from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
+from dmg_assets.training import POOL
+from dmg_ml.genome import CHROMOSOMES
 from dmg_ml.synthetic import SMALL, write_synthetic_hub
-from dmg_resources.source import METHYLATION_PATH
+from dmg_ml.xena import methylation_path
 
 
 def _instance() -> DagsterInstance:
@@ -29,31 +32,66 @@ def ensure_synthetic_hub(base: str, cohorts: list[str]) -> None:
     """Write the synthetic hub under ``base`` if it is a local directory without the files."""
     if "://" in base:
         return
-    missing = [c for c in cohorts if not (Path(base) / METHYLATION_PATH.format(cohort=c)).exists()]
+    missing = [c for c in cohorts if not (Path(base) / methylation_path(c)).exists()]
     if missing:
         print(f"writing the synthetic TCGA hub for {missing} under {base}")
         write_synthetic_hub(base, SMALL, cohorts=tuple(missing))
 
 
+def _training_config(args: argparse.Namespace) -> dict:
+    config = {"window_bp": args.window_bp, "protocol": args.protocol}
+    if args.max_epochs is not None:
+        config["max_epochs"] = args.max_epochs
+    if args.patience is not None:
+        config["patience"] = args.patience
+    return {"ops": {"cnn_models": {"config": config}}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohorts", nargs="+", default=list(DEFAULT_COHORTS))
+    parser.add_argument("--train", nargs="*", default=["BRCA"], help="cohorts to train on")
+    parser.add_argument("--window-bp", type=int, default=1_000_000)
+    parser.add_argument("--protocol", default="honest", choices=["honest", "published"])
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None)
     args = parser.parse_args(argv)
     cohorts = [c.upper() for c in args.cohorts]
+    train = [c.upper() for c in args.train]
 
-    ensure_synthetic_hub(SOURCE_URL, cohorts)
+    ensure_synthetic_hub(SOURCE_URL, sorted(set(cohorts) | set(train)))
     instance = _instance()
     known = set(instance.get_dynamic_partitions(cohort_partitions.name))
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.set_concurrency_slots(POOL, max(1, _gpus()))
 
     data_job = defs.resolve_job_def("data_layer_job")
     for cohort in cohorts:
-        print(f"data layer: {cohort}")
+        print(f"data layer: {cohort}", flush=True)
         data_job.execute_in_process(partition_key=cohort, instance=instance)
 
-    overview = defs.resources["warehouse"].query("SELECT * FROM cohort_overview ORDER BY cohort")
-    print(overview.to_string(index=False))
+    training_job = defs.resolve_job_def("training_job")
+    summary_job = defs.resolve_implicit_global_asset_job_def()
+    for cohort in train:
+        for chromosome in CHROMOSOMES:
+            print(f"training: {cohort} {chromosome}", flush=True)
+            training_job.execute_in_process(
+                partition_key=MultiPartitionKey({"cohort": cohort, "chromosome": chromosome}),
+                instance=instance, run_config=_training_config(args),
+            )
+        summary_job.execute_in_process(
+            partition_key=cohort, instance=instance, asset_selection=[AssetKey("cnn_summary")]
+        )
+
+    warehouse = defs.resources["warehouse"]
+    for view in ["cohort_overview"] + (["cnn_cohort_summary"] if train else []):
+        print(warehouse.query(f"SELECT * FROM {view} ORDER BY ALL").to_string(index=False))
     return 0
+
+
+def _gpus() -> int:
+    return defs.resources["device"].gpu_count()
 
 
 if __name__ == "__main__":

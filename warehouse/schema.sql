@@ -32,3 +32,36 @@ FROM read_parquet('{root}/gene_promoters/**/*.parquet', hive_partitioning = true
 CREATE OR REPLACE VIEW gene_windows AS
 SELECT cohort, gene, window_bp, probe_id, chromosome, position, distance_to_tss
 FROM read_parquet('{root}/gene_windows/**/*.parquet', hive_partitioning = true);
+
+-- Training tables: partitioned by cohort, chromosome, protocol ('honest' or the 'published'
+-- audit) and window_bp, so runs of different protocols and windows sit side by side.
+-- R² (r2) is the coefficient of determination; r² (pearson_r2) the squared Pearson correlation.
+
+-- cnn_fold_metrics: one row per gene and outer fold.
+CREATE OR REPLACE VIEW cnn_fold_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, gene, fold, n_train, n_valid, n_test,
+       r2, pearson_r2, epochs_run, best_epoch, run_id
+FROM read_parquet('{root}/cnn_fold_metrics/**/*.parquet', hive_partitioning = true);
+
+-- cnn_gene_metrics: one row per gene; r2 and pearson_r2 are pooled over out-of-fold predictions.
+CREATE OR REPLACE VIEW cnn_gene_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, gene, n_cpgs, n_samples, r2, pearson_r2,
+       mean_fold_r2, mean_fold_pearson_r2, mean_epochs, seconds, trainer, run_id, trained_at
+FROM read_parquet('{root}/cnn_gene_metrics/**/*.parquet', hive_partitioning = true);
+
+-- cnn_predictions: every sample's out-of-fold prediction.
+CREATE OR REPLACE VIEW cnn_predictions AS
+SELECT cohort, chromosome, protocol, window_bp, gene, sample, fold, y_true, y_pred, run_id
+FROM read_parquet('{root}/cnn_predictions/**/*.parquet', hive_partitioning = true);
+
+-- cnn_checkpoints: the registry: one file per gene holding its fold models, probe order, config.
+CREATE OR REPLACE VIEW cnn_checkpoints AS
+SELECT cohort, chromosome, protocol, window_bp, gene, path, sha256, n_cpgs, n_folds, config,
+       r2, pearson_r2, run_id
+FROM read_parquet('{root}/cnn_checkpoints/**/*.parquet', hive_partitioning = true);
+
+-- cnn_cohort_summary: one row per cohort, protocol and window.
+CREATE OR REPLACE VIEW cnn_cohort_summary AS
+SELECT cohort, protocol, window_bp, genes, mean_r2, median_r2, mean_pearson_r2,
+       median_pearson_r2, mean_n_cpgs
+FROM read_parquet('{root}/cnn_cohort_summary/**/*.parquet', hive_partitioning = true);

@@ -1,0 +1,177 @@
+"""Reference trainer vs fast (batched) trainer: speed and agreement on the same CV work.
+
+Both trainers cross-validate the same genes under the honest protocol (same data, same folds, same
+seeds). ``fixed`` mode sets ``patience`` above ``max_epochs`` so every fold runs exactly
+``--epochs`` epochs; ``early`` mode uses real early stopping (``--patience``). The trainers
+alternate gene by gene (and which goes first) so that both see the same machine load.
+
+Prints gene-fold-epochs per second for both, their ratio, and the mean |ΔR²| between the pooled
+out-of-fold R² per gene. Needs only torch, numpy, pandas and scikit-learn::
+
+    PYTHONPATH=. python benchmarks/trainer_speed.py --genes 8 --epochs 40 --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dmg_ml.cv import GeneCVResult, GeneData, cross_validate  # noqa: E402
+from dmg_ml.training import TrainConfig  # noqa: E402
+
+
+def simulate_gene(
+    rng: np.random.Generator, name: str, samples: np.ndarray, normal: np.ndarray, length: int
+) -> GeneData:
+    """One gene: bimodal, spatially correlated M-values and an expression that depends on a few
+    CpGs near the window centre (mostly negatively) and a few distal ones, plus noise."""
+    n = len(samples)
+    base = np.where(
+        rng.random(length) < 0.5, rng.normal(2.5, 0.7, length), rng.normal(-3.0, 0.7, length)
+    )
+    latent = rng.standard_normal((n, length))
+    smooth = np.empty_like(latent)
+    smooth[:, 0] = latent[:, 0]
+    for j in range(1, length):  # AR(1) along the genome: neighbours are correlated
+        smooth[:, j] = 0.7 * smooth[:, j - 1] + np.sqrt(1 - 0.7**2) * latent[:, j]
+    tumour_shift = rng.normal(0, 0.8, length) * (rng.random(length) < 0.2)
+    x = base + 0.9 * smooth + np.outer(~normal, tumour_shift)
+    centre = length // 2
+    near = rng.choice(
+        np.arange(max(0, centre - 5), min(length, centre + 5)), size=min(4, length), replace=False
+    )
+    far = rng.choice(length, size=min(3, length), replace=False)
+    signal = -x[:, near].mean(axis=1) + 0.5 * np.tanh(x[:, far]).mean(axis=1)
+    signal = (signal - signal.mean()) / (signal.std() + 1e-9)
+    heritability = rng.uniform(0.3, 0.8)
+    y = np.sqrt(heritability) * signal + np.sqrt(1 - heritability) * rng.standard_normal(n)
+    patients = np.array([s[:12] for s in samples])
+    return GeneData(name, x.astype(np.float32), 8 + 2 * y, patients, samples)
+
+
+def simulate_cohort(
+    n_samples: int, n_genes: int, min_cpgs: int, max_cpgs: int, seed: int
+) -> list[GeneData]:
+    """TCGA-like barcodes (about 10 % normals paired with a tumour of the same patient) and genes
+    whose window lengths are log-uniform in ``[min_cpgs, max_cpgs]``."""
+    rng = np.random.default_rng(seed)
+    n_normal = n_samples // 10
+    n_patients = n_samples - n_normal
+    patients = [f"TCGA-SY-{i:04d}" for i in range(n_patients)]
+    samples = [f"{p}-01A" for p in patients] + [f"{p}-11A" for p in patients[:n_normal]]
+    normal = np.array([s.endswith("-11A") for s in samples])
+    lengths = np.exp(rng.uniform(np.log(min_cpgs), np.log(max_cpgs), n_genes)).round().astype(int)
+    return [
+        simulate_gene(rng, f"GENE{g}", np.array(samples), normal, int(length))
+        for g, length in enumerate(lengths)
+    ]
+
+
+@dataclass
+class Tally:
+    seconds: float = 0.0
+    gene_fold_epochs: int = 0
+
+    def add(self, result: GeneCVResult, seconds: float) -> None:
+        self.seconds += seconds
+        self.gene_fold_epochs += int(result.fold_metrics["epochs_run"].sum())
+
+    @property
+    def rate(self) -> float:
+        return self.gene_fold_epochs / self.seconds
+
+
+def run_mode(
+    genes: list[GeneData],
+    config: TrainConfig,
+    reference_config: TrainConfig,
+    device: str,
+    label: str,
+) -> None:
+    """Cross-validate every gene with both trainers, alternating, and print the comparison."""
+    tallies = {"reference": Tally(), "batched": Tally()}
+    r2 = {"reference": [], "batched": []}
+    configs = {"reference": reference_config, "batched": config}
+    for i, gene in enumerate(genes):
+        order = ["reference", "batched"] if i % 2 == 0 else ["batched", "reference"]
+        for trainer in order:
+            start = time.perf_counter()
+            (result,) = cross_validate(
+                [gene], config=configs[trainer], trainer=trainer, device=device
+            )
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            tallies[trainer].add(result, time.perf_counter() - start)
+            r2[trainer].append(result.r2)
+    ref, fast = tallies["reference"], tallies["batched"]
+    delta = np.abs(np.array(r2["batched"]) - np.array(r2["reference"]))
+    print(f"\n== {label}: max_epochs={config.max_epochs} patience={config.patience}")
+    print(
+        f"reference ({reference_config.precision}): {ref.gene_fold_epochs} gene-fold-epochs "
+        f"in {ref.seconds:.1f} s = {ref.rate:.1f} gene-fold-epochs/s"
+    )
+    print(
+        f"fast      ({config.precision}): {fast.gene_fold_epochs} gene-fold-epochs "
+        f"in {fast.seconds:.1f} s = {fast.rate:.1f} gene-fold-epochs/s"
+    )
+    print(f"speed-up (fast/reference, per gene-fold-epoch): {fast.rate / ref.rate:.2f}x")
+    print(f"mean |dR2| (pooled honest R2 per gene): {delta.mean():.4f} (max {delta.max():.4f})")
+    print(f"mean R2 reference {np.mean(r2['reference']):.4f}, fast {np.mean(r2['batched']):.4f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--genes", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=40, help="epochs (fixed) / max epochs (early)")
+    p.add_argument("--patience", type=int, default=10, help="patience in early mode")
+    p.add_argument("--samples", type=int, default=600, help="cohort size (~120-873 in TCGA)")
+    p.add_argument("--min-cpgs", type=int, default=30)
+    p.add_argument("--max-cpgs", type=int, default=400)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--reference-precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--mode", default="both", choices=["fixed", "early", "both"])
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    genes = simulate_cohort(args.samples, args.genes, args.min_cpgs, args.max_cpgs, args.seed)
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+    print(
+        f"torch {torch.__version__}, device {args.device} ({device_name or platform.machine()}),"
+        f" threads {torch.get_num_threads()}, fast precision {args.precision}, reference "
+        f"precision {args.reference_precision}"
+    )
+    print(
+        f"{args.genes} genes, {args.samples} samples, window lengths "
+        f"{sorted(g.X.shape[1] for g in genes)}"
+    )
+    warm = simulate_cohort(60, 1, 20, 20, args.seed + 1)
+    for trainer in ("reference", "batched"):
+        cross_validate(warm, config=TrainConfig(max_epochs=2), trainer=trainer, device=args.device)
+    modes = ["fixed", "early"] if args.mode == "both" else [args.mode]
+    for mode in modes:
+        patience = args.epochs + 1 if mode == "fixed" else args.patience
+        config = TrainConfig(
+            max_epochs=args.epochs, patience=patience, seed=args.seed, precision=args.precision
+        )
+        reference = replace(config, precision=args.reference_precision)
+        run_mode(genes, config, reference, args.device, mode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,547 @@
+"""The fast trainer: many (gene, fold) tasks of one window length trained as one stacked model.
+
+Same learning semantics as the reference trainer (``dmg_ml.training``; read its docstring): same
+initial weights per task seed, same Adam, same loss, same early stopping and best-weight restore,
+same mini-batch order. Only the floating-point order of the arithmetic differs, plus bfloat16
+where ``precision="bf16"`` asks for it.
+
+Design, and why:
+
+* **Stacked weights in one flat buffer.** The ``T`` tasks' parameters live in one ``(T, P)`` fp32
+  tensor. Adam runs on it with a handful of whole-buffer ops per step, whatever ``T``; since Adam is
+  elementwise, this is exactly ``T`` independent Adams (per-task step counts and an ``active`` mask
+  turn a task's update into a no-op while it waits, e.g. a short fold in a mini-batch epoch).
+  Snapshots of the best weights, and dropping finished tasks, are row operations on it.
+* **Grouped convolutions, channels-last.** Task ``t`` owns channels ``[t·c, (t+1)·c)`` of a
+  grouped ``conv2d`` over ``(N, T·c, 1, L)`` activations in NHWC layout; the dense layers are
+  ``baddbmm`` over tasks. One kernel per layer for all tasks keeps the Python overhead per epoch
+  flat in ``T`` (what matters for short windows and on a GPU with many genes of equal ``L``), and
+  oneDNN's NHWC convolutions run 3-5x faster than its NCL ``conv1d`` for these channel counts
+  on CPU. ``fc1``'s weight is stored permuted to the channels-last flatten order (the reference
+  flattens channel-major), which Adam cannot tell apart.
+* **Padding and masks.** Folds of unequal size are zero-padded to the largest; the per-task loss
+  is a weighted sum with weight ``1/n_t`` on real rows and 0 on padding, so each task's gradient is
+  its own mean-squared-error gradient.
+* **Early stopping on the device.** Best loss, patience counter and best epoch are tensors updated
+  without host syncs; the host looks every ``check_every`` epochs (1 on CPU, where a sync is free;
+  more on CUDA). A task that stops between looks is frozen by the ``active`` mask (its weights,
+  Adam state and counters no longer change) and is removed from the batch at the next look, so its
+  compute is no longer paid for.
+* **bfloat16.** ``precision="bf16"`` casts the weights (one op on the flat buffer) and the inputs to
+  bfloat16 for the network and keeps master weights, gradients, Adam state and losses in fp32, as
+  autocast does. On this project's CPUs (AVX512-BF16) it is what makes the trainer fast; the
+  benchmark (``benchmarks/trainer_speed.py``) measures its effect on R² against fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dmg_ml.model import HIDDEN_UNITS, NEGATIVE_SLOPE, AdaptiveRegressionCNN, channel_widths
+from dmg_ml.training import TrainConfig, TrainResult, init_model
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+LOOP_MIN_ACTIVATIONS = 1_000_000
+CONV_NAMES = ("conv1", "res1.conv1", "res1.conv2", "conv2", "res2.conv1", "res2.conv2")
+
+
+@dataclass
+class FitTask:
+    """One model to train: its data, its seed and optionally the weights to start from."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    seed: int
+    init_state: dict[str, torch.Tensor] | None = None
+
+
+class ParamLayout:
+    """Where each parameter of one task sits in a row of the flat ``(T, P)`` buffer."""
+
+    def __init__(self, input_size: int, channels: str) -> None:
+        c1, c2 = channel_widths(input_size, channels)
+        self.input_size, self.channels, self.c1, self.c2 = input_size, channels, c1, c2
+        shapes = {
+            "conv1.weight": (c1, 1, 3),
+            "res1.conv1.weight": (c1, c1, 3),
+            "res1.conv2.weight": (c1, c1, 3),
+            "conv2.weight": (c2, c1, 3),
+            "res2.conv1.weight": (c2, c2, 3),
+            "res2.conv2.weight": (c2, c2, 3),
+        }
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for name in CONV_NAMES:
+            self.shapes[f"{name}.weight"] = shapes[f"{name}.weight"]
+            self.shapes[f"{name}.bias"] = (shapes[f"{name}.weight"][0],)
+        self.shapes["fc1.weight"] = (HIDDEN_UNITS, c2 * input_size)
+        self.shapes["fc1.bias"] = (HIDDEN_UNITS,)
+        self.shapes["fc2.weight"] = (1, HIDDEN_UNITS)
+        self.shapes["fc2.bias"] = (1,)
+        self.names = list(self.shapes)
+        self.sizes = [math.prod(s) for s in self.shapes.values()]
+        self.size = sum(self.sizes)
+
+    def views(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each parameter's slice of a row ``(P,)`` or rows ``(T, P)`` (views, flat layout)."""
+        return dict(zip(self.names, row.split(self.sizes, dim=-1), strict=True))
+
+    def to_row(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Flatten a reference ``state_dict`` into one row (fc1 permuted to channels-last)."""
+        parts = []
+        for name in self.names:
+            value = state[name].detach().to("cpu", torch.float32)
+            if name == "fc1.weight":
+                value = value.view(HIDDEN_UNITS, self.c2, self.input_size).transpose(1, 2)
+            parts.append(value.reshape(-1))
+        return torch.cat(parts)
+
+    def to_state(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inverse of ``to_row``: a reference ``state_dict`` (CPU tensors)."""
+        state = {}
+        for name, part in zip(self.names, row.detach().cpu().split(self.sizes), strict=True):
+            if name == "fc1.weight":
+                part = part.view(HIDDEN_UNITS, self.input_size, self.c2).transpose(1, 2)
+            state[name] = part.reshape(self.shapes[name]).clone()
+        return state
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu_(x, NEGATIVE_SLOPE)
+
+
+def _nhwc(h: torch.Tensor) -> torch.Tensor:
+    """View ``(N, L, C)`` memory as an ``(N, C, 1, L)`` channels-last tensor (no copy)."""
+    n, length, c = h.shape
+    return h.view(n, 1, length, c).permute(0, 3, 1, 2)
+
+
+def unfold_input(x: torch.Tensor) -> torch.Tensor:
+    """``(T, N, L)`` rows → ``(T, N, L, 3)`` windows ``x[l-1], x[l], x[l+1]`` (zero padded).
+
+    The first convolution has one input channel, so it is a small matmul on these windows; they
+    are built once per data set rather than once per epoch.
+    """
+    padded = F.pad(x, (1, 1))
+    return torch.stack([padded[..., :-2], padded[..., 1:-1], padded[..., 2:]], dim=-1)
+
+
+def _conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """k=3, pad=1 convolution of channels-last ``h`` with flat weights ``w`` (grouped by task)."""
+    weight = w.reshape(b.numel(), -1, 1, 3)
+    return F.conv2d(h, weight, b.reshape(-1), padding=(0, 1), groups=groups)
+
+
+def _trunk(conv, h: torch.Tensor) -> torch.Tensor:
+    """Everything between the first convolution and the dense layers."""
+    h = _lrelu(conv("res1.conv2", _lrelu(conv("res1.conv1", h))).add_(h))
+    h = _lrelu(conv("conv2", h))
+    return _lrelu(conv("res2.conv2", _lrelu(conv("res2.conv1", h))).add_(h))
+
+
+def _forward_grouped(
+    layout: ParamLayout, p: dict[str, torch.Tensor], u: torch.Tensor
+) -> torch.Tensor:
+    """All tasks in one kernel per layer; task ``t`` owns channels ``[t·c, (t+1)·c)``.
+
+    ``p`` maps names to ``(T, numel)`` parameter rows; returns ``(T, N)``.
+    """
+    tasks, n, length, _ = u.shape
+    c1, c2 = layout.c1, layout.c2
+
+    def conv(name: str, h: torch.Tensor) -> torch.Tensor:
+        return _conv(h, p[f"{name}.weight"], p[f"{name}.bias"], tasks)
+
+    w0 = p["conv1.weight"].view(tasks, c1, 3).transpose(1, 2)
+    h = torch.baddbmm(p["conv1.bias"].unsqueeze(1), u.view(tasks, n * length, 3), w0)
+    h = h.view(tasks, n, length, c1).permute(1, 2, 0, 3).reshape(n, length, tasks * c1)
+    h = _trunk(conv, _lrelu(_nhwc(h)))
+    # NHWC memory is (N, L, T, c2): regroup by task, flattened position-major.
+    h = h.permute(0, 2, 3, 1).reshape(n, length, tasks, c2)
+    h = h.permute(2, 0, 1, 3).reshape(tasks, n, length * c2)
+    w1 = p["fc1.weight"].view(tasks, HIDDEN_UNITS, -1).transpose(1, 2)
+    h = _lrelu(torch.baddbmm(p["fc1.bias"].unsqueeze(1), h, w1))
+    w2 = p["fc2.weight"].view(tasks, 1, HIDDEN_UNITS).transpose(1, 2)
+    return torch.baddbmm(p["fc2.bias"].view(tasks, 1, 1), h, w2).squeeze(-1)
+
+
+def _forward_single(
+    layout: ParamLayout, p: dict[str, torch.Tensor], u: torch.Tensor
+) -> torch.Tensor:
+    """One task: ``p`` maps names to flat parameters, ``u`` is ``(N, L, 3)``; returns ``(N,)``."""
+    n, length, _ = u.shape
+
+    def conv(name: str, h: torch.Tensor) -> torch.Tensor:
+        return _conv(h, p[f"{name}.weight"], p[f"{name}.bias"], 1)
+
+    w0 = p["conv1.weight"].view(layout.c1, 3).t()
+    h = torch.addmm(p["conv1.bias"], u.view(n * length, 3), w0).view(n, length, layout.c1)
+    h = _trunk(conv, _lrelu(_nhwc(h)))
+    h = h.permute(0, 2, 3, 1).reshape(n, length * layout.c2)
+    h = _lrelu(F.linear(h, p["fc1.weight"].view(HIDDEN_UNITS, -1), p["fc1.bias"]))
+    return F.linear(h, p["fc2.weight"].view(1, HIDDEN_UNITS), p["fc2.bias"]).squeeze(-1)
+
+
+def stacked_forward(
+    layout: ParamLayout, flat: torch.Tensor, u: torch.Tensor, looped: bool = False
+) -> torch.Tensor:
+    """Predictions ``(T, N)`` of ``T`` stacked networks.
+
+    ``flat`` holds one parameter row per task, in the dtype to compute in; ``u`` is the
+    ``unfold_input`` of the tasks' rows ``(T, N, L)``. ``looped`` runs the tasks one after the
+    other instead of as grouped kernels (same arithmetic, different speed).
+    """
+    if not looped:
+        return _forward_grouped(layout, layout.views(flat), u)
+    return torch.stack(
+        [_forward_single(layout, layout.views(row), u[t]) for t, row in enumerate(flat)]
+    )
+
+
+class _StackedData:
+    """Zero-padded ``(T, N_max, L)`` arrays of one split, with per-row loss weights ``1/n_t``."""
+
+    def __init__(self, xs: list[np.ndarray], ys: list[np.ndarray], device: torch.device) -> None:
+        self.counts = np.array([len(y) for y in ys])
+        n_max, length = int(self.counts.max()), xs[0].shape[1]
+        x = np.zeros((len(xs), n_max, length), dtype=np.float32)
+        y = np.zeros((len(xs), n_max), dtype=np.float32)
+        weight = np.zeros((len(xs), n_max), dtype=np.float32)
+        for t, (xt, yt) in enumerate(zip(xs, ys, strict=True)):
+            x[t, : len(yt)], y[t, : len(yt)], weight[t, : len(yt)] = xt, yt, 1.0 / len(yt)
+        self.x = torch.from_numpy(x).to(device)
+        self.y = torch.from_numpy(y).to(device)
+        self.weight = torch.from_numpy(weight).to(device)
+        self._prepared: dict[torch.dtype, torch.Tensor] = {}
+
+    def network_input(self, dtype: torch.dtype) -> torch.Tensor:
+        """All rows in the network's input layout and dtype (built once)."""
+        if dtype not in self._prepared:
+            self._prepared[dtype] = unfold_input(self.x.to(dtype))
+        return self._prepared[dtype]
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.counts = self.counts[keep.cpu().numpy()]
+        self.x, self.y, self.weight = self.x[keep], self.y[keep], self.weight[keep]
+        self._prepared = {}
+
+
+class _BatchedAdam:
+    """``T`` independent Adams (torch's defaults, lr from the config) over a ``(T, P)`` buffer.
+
+    Works in place with one scratch buffer: on CPU a fresh tensor of this size costs more in page
+    faults than the arithmetic on it.
+    """
+
+    def __init__(self, flat: torch.Tensor, lr: float) -> None:
+        self.lr = lr
+        self.m = torch.zeros_like(flat)
+        self.v = torch.zeros_like(flat)
+        self.scratch = torch.empty_like(flat)
+        self.steps = np.zeros(flat.shape[0], dtype=np.int64)
+        self.step_tensor = torch.zeros((), device=flat.device)
+
+    def step(
+        self,
+        flat: torch.Tensor,
+        grad: torch.Tensor,
+        batch_active: np.ndarray | None = None,
+        running: torch.Tensor | None = None,
+    ) -> None:
+        """One update of every task that has a batch (``batch_active``, host mask, None = all)
+        and has not stopped (``running``, device mask, None = all); the others stay as they are
+        (their gradient must be zero)."""
+        active = np.ones(len(self.steps), dtype=bool) if batch_active is None else batch_active
+        self.steps += active
+        if active.all() and running is None and (self.steps == self.steps[0]).all():
+            self._uniform_step(flat, grad, int(self.steps[0]))
+        else:
+            self._masked_step(flat, grad, active, running)
+
+    def _uniform_step(self, flat: torch.Tensor, grad: torch.Tensor, step: int) -> None:
+        """All tasks at the same step: torch's fused Adam kernel (what ``torch.optim.Adam(...,
+        fused=True)`` runs: one pass over the buffers) where this torch has it, else the
+        single-tensor update op for op."""
+        if hasattr(torch, "_fused_adam_"):
+            self.step_tensor.fill_(step)
+            torch._fused_adam_(
+                [flat], [grad], [self.m], [self.v], [], [self.step_tensor],
+                lr=self.lr, beta1=BETA1, beta2=BETA2, weight_decay=0.0, eps=EPS,
+                amsgrad=False, maximize=False,
+            )  # fmt: skip
+            return
+        self.m.lerp_(grad, 1 - BETA1)
+        self.v.mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
+        step_size = self.lr / (1 - BETA1**step)
+        denom = torch.sqrt(self.v, out=self.scratch).div_((1 - BETA2**step) ** 0.5).add_(EPS)
+        flat.addcdiv_(self.m, denom, value=-step_size)
+
+    def _masked_step(
+        self,
+        flat: torch.Tensor,
+        grad: torch.Tensor,
+        active: np.ndarray,
+        running: torch.Tensor | None,
+    ) -> None:
+        steps = np.maximum(self.steps, 1).astype(np.float64)
+
+        def column(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=flat.dtype).to(flat.device).unsqueeze(1)
+
+        on = column(active.astype(np.float64))
+        if running is not None:
+            on = on * running.unsqueeze(1)
+        self.m.lerp_(grad, on * (1 - BETA1))
+        v_decay = torch.where(on > 0, BETA2, 1.0).to(flat.dtype)
+        self.v.mul_(v_decay).addcmul_(grad, grad, value=1 - BETA2)
+        update = torch.sqrt(self.v, out=self.scratch)
+        update.div_(column(np.sqrt(1 - BETA2**steps))).add_(EPS)
+        torch.div(self.m, update, out=update)
+        flat.sub_(update.mul_(on * column(self.lr / (1 - BETA1**steps))))
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.m, self.v, self.scratch = self.m[keep], self.v[keep], self.scratch[keep]
+        self.steps = self.steps[keep.cpu().numpy()]
+
+
+class _EarlyStopping:
+    """Per-task best loss, patience counter and best weights, kept on the device."""
+
+    def __init__(self, flat: torch.Tensor, patience: int) -> None:
+        tasks, device = flat.shape[0], flat.device
+        self.patience = patience
+        self.best_loss = torch.full((tasks,), math.inf, device=device)
+        self.best_epoch = torch.zeros(tasks, dtype=torch.long, device=device)
+        self.epochs_run = torch.zeros(tasks, dtype=torch.long, device=device)
+        self.wait = torch.zeros(tasks, dtype=torch.long, device=device)
+        self.active = torch.ones(tasks, dtype=torch.bool, device=device)
+        self.best = flat.clone()
+
+    def update(self, epoch: int, loss: torch.Tensor, flat: torch.Tensor, sync: bool) -> None:
+        """Book epoch ``epoch``'s validation losses; ``sync`` allows host-side row copies."""
+        improved = (loss < self.best_loss) & self.active
+        self.best_loss = torch.where(improved, loss, self.best_loss)
+        self.best_epoch = torch.where(improved, epoch, self.best_epoch)
+        self.wait = torch.where(improved, 0, self.wait + self.active.long())
+        self.epochs_run = torch.where(self.active, epoch, self.epochs_run)
+        if sync:
+            for row in improved.nonzero().flatten().tolist():
+                self.best[row].copy_(flat[row])
+        else:
+            torch.where(improved.unsqueeze(1), flat, self.best, out=self.best)
+        self.active = self.active & (self.wait < self.patience)
+
+    def select(self, keep: torch.Tensor) -> None:
+        for name in ("best_loss", "best_epoch", "epochs_run", "wait", "active", "best"):
+            setattr(self, name, getattr(self, name)[keep])
+
+
+class _Group:
+    """The live state of one batch of tasks with the same input length.
+
+    ``flat`` (fp32 master weights), ``grad`` and the Adam state are ``(T, P)`` buffers updated in
+    place; ``compute`` is ``flat`` itself in fp32, or its bfloat16 copy refreshed when stale.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[FitTask],
+        ids: list[int],
+        config: TrainConfig,
+        device: torch.device,
+        check_every: int,
+        looped: bool | None = None,
+    ) -> None:
+        self.layout = ParamLayout(tasks[0].X_train.shape[1], config.channels)
+        self.config, self.check_every, self.ids = config, check_every, list(ids)
+        self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        self.flat = torch.stack([self._initial_row(task) for task in tasks]).to(device)
+        self.grad = torch.zeros_like(self.flat)
+        self.compute = self.flat if self.dtype == torch.float32 else self.flat.to(self.dtype)
+        self.train = _StackedData([t.X_train for t in tasks], [t.y_train for t in tasks], device)
+        self.valid = _StackedData([t.X_valid for t in tasks], [t.y_valid for t in tasks], device)
+        self.generators = [torch.Generator().manual_seed(t.seed) for t in tasks]
+        self.adam = _BatchedAdam(self.flat, config.lr)
+        self.stopping = _EarlyStopping(self.flat, config.patience)
+        self.looped = _loop_tasks(self.layout, int(self.train.counts.max()), device, looped)
+
+    def _initial_row(self, task: FitTask) -> torch.Tensor:
+        state = task.init_state
+        if state is None:
+            length = task.X_train.shape[1]
+            state = init_model(length, self.config.channels, task.seed).state_dict()
+        return self.layout.to_row(state)
+
+    def running(self) -> torch.Tensor | None:
+        """Device mask of tasks not stopped, or None when the host knows they all run."""
+        return None if self.check_every == 1 else self.stopping.active
+
+    def refresh(self) -> None:
+        """Bring the compute copy of the weights up to date after an update."""
+        if self.compute is not self.flat:
+            self.compute.copy_(self.flat)
+
+    def gradient(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> None:
+        """Gradient of every task's weighted squared error, written into ``grad``."""
+        if not self.looped:
+            leaves = _leaves(self.layout, self.compute)
+            pred = _forward_grouped(self.layout, leaves, u)
+            loss = ((pred.float() - y) ** 2 * weight).sum()
+            _store(torch.autograd.grad(loss, list(leaves.values())), self.grad, 1, self.layout)
+            return
+        for t in range(len(self.ids)):
+            leaves = _leaves(self.layout, self.compute[t])
+            pred = _forward_single(self.layout, leaves, u[t])
+            loss = ((pred.float() - y[t]) ** 2 * weight[t]).sum()
+            _store(torch.autograd.grad(loss, list(leaves.values())), self.grad[t], 0, self.layout)
+
+    def losses(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Per-task weighted squared error ``(T,)``, without gradients."""
+        if self.looped:
+            rows = [self.layout.views(row) for row in self.compute]
+            pred = torch.stack([_forward_single(self.layout, p, u[t]) for t, p in enumerate(rows)])
+        else:
+            pred = _forward_grouped(self.layout, self.layout.views(self.compute), u)
+        return ((pred.float() - y) ** 2 * weight).sum(dim=1)
+
+    def select(self, keep: torch.Tensor) -> None:
+        kept = keep.cpu().numpy()
+        self.ids = [self.ids[i] for i in kept]
+        self.generators = [self.generators[i] for i in kept]
+        self.flat, self.grad = self.flat[keep], self.grad[keep]
+        self.compute = self.flat if self.dtype == torch.float32 else self.flat.to(self.dtype)
+        for part in (self.train, self.valid, self.adam, self.stopping):
+            part.select(keep)
+
+
+def _leaves(layout: ParamLayout, compute: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Parameter views of ``compute`` as autograd leaves (no copy)."""
+    return {k: v.detach().requires_grad_(True) for k, v in layout.views(compute).items()}
+
+
+def _store(grads: Sequence[torch.Tensor], out: torch.Tensor, dim: int, layout: ParamLayout) -> None:
+    for target, g in zip(out.split(layout.sizes, dim=dim), grads, strict=True):
+        target.copy_(g)
+
+
+def _loop_tasks(layout: ParamLayout, n: int, device: torch.device, looped: bool | None) -> bool:
+    """Run tasks one by one when each is big enough to keep the CPU busy on its own."""
+    if looped is not None:
+        return looped
+    return device.type == "cpu" and n * layout.input_size * layout.c1 >= LOOP_MIN_ACTIVATIONS
+
+
+def _masked_weight(group: _Group, weight: torch.Tensor) -> torch.Tensor:
+    """Loss weights with stopped (not yet removed) tasks zeroed, so their gradient is zero."""
+    running = group.running()
+    return weight if running is None else weight * running.unsqueeze(1)
+
+
+def _update(group: _Group, batch_active: np.ndarray | None = None) -> None:
+    group.adam.step(group.flat, group.grad, batch_active, group.running())
+    group.refresh()
+
+
+@torch.no_grad()
+def _train_epoch(group: _Group) -> None:
+    train, batch_size = group.train, group.config.batch_size
+    if batch_size is None or batch_size >= int(train.counts.max()):
+        u = train.network_input(group.dtype)
+        with torch.enable_grad():
+            group.gradient(u, train.y, _masked_weight(group, train.weight))
+        _update(group)
+        return
+    for rows, weight, active in _minibatch_plan(group, batch_size):
+        index = rows.unsqueeze(2).expand(-1, -1, train.x.shape[2])
+        u = unfold_input(torch.gather(train.x, 1, index).to(group.dtype))
+        with torch.enable_grad():
+            group.gradient(u, torch.gather(train.y, 1, rows), _masked_weight(group, weight))
+        _update(group, active)
+
+
+def _minibatch_plan(group: _Group, batch_size: int):
+    """Per step: padded row indices ``(T, B)``, loss weights ``(T, B)``, tasks with a batch."""
+    counts, device = group.train.counts, group.flat.device
+    orders = []
+    for n, generator in zip(counts.tolist(), group.generators, strict=True):
+        full = batch_size >= n
+        orders.append(torch.arange(n) if full else torch.randperm(n, generator=generator))
+    for step in range(max(math.ceil(n / batch_size) for n in counts.tolist())):
+        rows = torch.zeros((len(counts), batch_size), dtype=torch.long)
+        weight = torch.zeros((len(counts), batch_size))
+        active = np.zeros(len(counts), dtype=bool)
+        for t, order in enumerate(orders):
+            part = order[step * batch_size : (step + 1) * batch_size]
+            if len(part):
+                rows[t, : len(part)], weight[t, : len(part)], active[t] = part, 1 / len(part), True
+        yield rows.to(device), weight.to(device), active
+
+
+def _collect(group: _Group, done: torch.Tensor, out: dict[int, TrainResult]) -> None:
+    stopping, layout = group.stopping, group.layout
+    for i in done.cpu().tolist():
+        model = AdaptiveRegressionCNN(layout.input_size, layout.channels)
+        model.load_state_dict(layout.to_state(stopping.best[i]))
+        out[group.ids[i]] = TrainResult(
+            model.eval(),
+            epochs_run=int(stopping.epochs_run[i]),
+            best_epoch=int(stopping.best_epoch[i]),
+            best_valid_loss=float(stopping.best_loss[i]),
+        )
+
+
+@torch.no_grad()
+def _run_group(group: _Group, out: dict[int, TrainResult]) -> None:
+    max_epochs = group.config.max_epochs
+    for epoch in range(1, max_epochs + 1):
+        _train_epoch(group)
+        valid = group.valid
+        loss = group.losses(valid.network_input(group.dtype), valid.y, valid.weight)
+        group.stopping.update(epoch, loss, group.flat, sync=group.check_every == 1)
+        if epoch % group.check_every and epoch < max_epochs:
+            continue
+        active = group.stopping.active
+        if epoch == max_epochs:
+            active = torch.zeros_like(active)
+        if not bool(active.all()):
+            _collect(group, (~active).nonzero().squeeze(1), out)
+            if not bool(active.any()):
+                return
+            group.select(active.nonzero().squeeze(1))
+
+
+def fit_batched(
+    tasks: Sequence[FitTask],
+    config: TrainConfig,
+    device: str | torch.device = "cpu",
+    max_tasks: int | None = None,
+    check_every: int | None = None,
+    looped: bool | None = None,
+) -> list[TrainResult]:
+    """Train every task and return one ``TrainResult`` per task, in order.
+
+    Tasks with the same input length are trained together, at most ``max_tasks`` at a time
+    (default: all of them). ``check_every`` is how often (in epochs) the host looks at early
+    stopping (default 1 on CPU, 10 on CUDA); results do not depend on it. ``looped`` forces
+    (True) or forbids (False) running the tasks one by one; the default decides by size.
+    """
+    device = torch.device(device)
+    check_every = check_every or (1 if device.type == "cpu" else 10)
+    by_length: dict[int, list[int]] = {}
+    for i, task in enumerate(tasks):
+        by_length.setdefault(task.X_train.shape[1], []).append(i)
+    out: dict[int, TrainResult] = {}
+    for ids in by_length.values():
+        size = max_tasks or len(ids)
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            chosen = [tasks[i] for i in chunk]
+            _run_group(_Group(chosen, chunk, config, device, check_every, looped), out)
+    return [out[i] for i in range(len(tasks))]

@@ -1,0 +1,78 @@
+"""DeepMethyGene's per-gene residual 1-D CNN (DESIGN.md §4).
+
+One model maps the ordered CpG M-values of a gene's window (length ``L``) to the gene's expression.
+Channel widths follow the paper's adaptive rule ``c1 = min(64, L // 10)``, ``c2 = min(32, L // 20)``
+with a floor of one channel so that tiny windows stay valid; ``channels="fixed"`` gives the 64/32 of
+the authors' code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CHANNEL_MODES = ("adaptive", "fixed")
+HIDDEN_UNITS = 512
+NEGATIVE_SLOPE = 0.01
+
+
+def channel_widths(input_size: int, channels: str = "adaptive") -> tuple[int, int]:
+    """``(c1, c2)`` for a window of ``input_size`` CpGs."""
+    if input_size < 1:
+        raise ValueError(f"input_size must be >= 1, got {input_size}")
+    if channels == "adaptive":
+        return max(1, min(64, input_size // 10)), max(1, min(32, input_size // 20))
+    if channels == "fixed":
+        return 64, 32
+    raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {channels!r}")
+
+
+def parameter_count(input_size: int, channels: str = "adaptive") -> int:
+    """Number of trainable parameters, in closed form.
+
+    conv1 ``4·c1``; residual block(c) ``2·(3c² + c)``; conv2 ``3·c1·c2 + c2``;
+    fc1 ``512·c2·L + 512``; fc2 ``513``.
+    """
+    c1, c2 = channel_widths(input_size, channels)
+    conv = 4 * c1 + 2 * (3 * c1 * c1 + c1) + 3 * c1 * c2 + c2 + 2 * (3 * c2 * c2 + c2)
+    dense = HIDDEN_UNITS * c2 * input_size + HIDDEN_UNITS + HIDDEN_UNITS + 1
+    return conv + dense
+
+
+class ResidualBlock(nn.Module):
+    """conv(c→c, 3, pad 1) → LeakyReLU → conv(c→c, 3, pad 1) → + input → LeakyReLU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
+        self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.act(self.conv1(x)))
+        return self.act(out + x)
+
+
+class AdaptiveRegressionCNN(nn.Module):
+    """Input ``(batch, L)`` or ``(batch, 1, L)`` of M-values; output ``(batch,)`` expression."""
+
+    def __init__(self, input_size: int, channels: str = "adaptive") -> None:
+        super().__init__()
+        c1, c2 = channel_widths(input_size, channels)
+        self.input_size = input_size
+        self.channels = channels
+        self.conv1 = nn.Conv1d(1, c1, kernel_size=3, padding=1)
+        self.res1 = ResidualBlock(c1)
+        self.conv2 = nn.Conv1d(c1, c2, kernel_size=3, padding=1)
+        self.res2 = ResidualBlock(c2)
+        self.fc1 = nn.Linear(c2 * input_size, HIDDEN_UNITS)
+        self.fc2 = nn.Linear(HIDDEN_UNITS, 1)
+        self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        x = self.res1(self.act(self.conv1(x)))
+        x = self.res2(self.act(self.conv2(x)))
+        x = self.act(self.fc1(x.flatten(1)))
+        return self.fc2(x).squeeze(-1)

@@ -1,0 +1,135 @@
+"""Training assets through Dagster on the tiny synthetic hub: tables, checkpoints, gene lists."""
+
+import shutil
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, MultiPartitionKey, materialize
+
+from dmg_assets.partitions import cohort_partitions
+from dmg_assets.training import cnn_models, cnn_summary
+from dmg_ml.cv import load_fold_model
+from dmg_resources.checkpoints import CheckpointStore
+from dmg_resources.device import TorchDevice
+from dmg_resources.warehouse import Warehouse
+
+FAST = {"max_epochs": 25, "patience": 5}
+
+
+def _resources(data_dir) -> dict:
+    return {
+        "warehouse": Warehouse(
+            root=str(data_dir / "warehouse"), database=str(data_dir / "dmg.duckdb")
+        ),
+        "device": TorchDevice(device="cpu"),
+        "checkpoints": CheckpointStore(root=str(data_dir / "checkpoints")),
+    }
+
+
+def _train(data_dir, chromosome: str, **config):
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+    return materialize(
+        [cnn_models],
+        partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": chromosome}),
+        resources=_resources(data_dir),
+        instance=instance,
+        run_config={"ops": {"cnn_models": {"config": {**FAST, **config}}}},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(built, tmp_path_factory):
+    """chr1 and chr2 of BRCA trained once (honest, W = 100 kb)."""
+    data_dir = tmp_path_factory.mktemp("trained") / "data"
+    shutil.copytree(built, data_dir)
+    for chromosome in ("chr1", "chr2"):
+        _train(data_dir, chromosome, window_bp=100_000)
+    return data_dir
+
+
+def test_training_writes_metrics_predictions_and_registry(trained):
+    warehouse = _resources(trained)["warehouse"]
+    genes = warehouse.query("SELECT * FROM cnn_gene_metrics ORDER BY chromosome, gene")
+    expected = warehouse.query(
+        "SELECT chromosome, count(*) AS n FROM gene_promoters WHERE cohort = 'BRCA' "
+        "AND chromosome IN ('chr1', 'chr2') GROUP BY 1 ORDER BY 1"
+    )
+    assert genes.groupby("chromosome").size().tolist() == expected["n"].tolist()
+    assert set(genes["protocol"]) == {"honest"} and set(genes["window_bp"]) == {100_000}
+    assert np.isfinite(genes[["r2", "pearson_r2"]]).all().all()
+    assert (genes["pearson_r2"].between(0, 1)).all()
+    folds = warehouse.query("SELECT gene, count(*) AS n, sum(n_test) AS tested "
+                            "FROM cnn_fold_metrics GROUP BY gene")
+    assert (folds["n"] == 5).all() and (folds["tested"] == 48).all()
+    predictions = warehouse.query("SELECT gene, count(DISTINCT sample) AS n FROM cnn_predictions "
+                                  "GROUP BY gene")
+    assert (predictions["n"] == 48).all()
+    n_cpgs = warehouse.query(
+        "SELECT g.gene, g.n_cpgs, s.n_cpgs AS window_cpgs FROM cnn_gene_metrics g "
+        "JOIN gene_window_sizes s ON s.cohort = g.cohort AND s.gene = g.gene "
+        "AND s.window_bp = g.window_bp"
+    )
+    assert (n_cpgs["n_cpgs"] == n_cpgs["window_cpgs"]).all()
+    registry = warehouse.query("SELECT * FROM cnn_checkpoints")
+    assert len(registry) == len(genes) and registry["sha256"].str.len().eq(64).all()
+
+
+def test_a_reloaded_checkpoint_reproduces_its_out_of_fold_predictions(trained):
+    warehouse = _resources(trained)["warehouse"]
+    entry = warehouse.query("SELECT * FROM cnn_checkpoints ORDER BY gene LIMIT 1").iloc[0]
+    payload = CheckpointStore.load(entry["path"], entry["sha256"])
+    stored = warehouse.query(
+        "SELECT sample, fold, y_pred FROM cnn_predictions WHERE gene = ?", [entry["gene"]]
+    )
+    m = warehouse.query(
+        "SELECT probe_id, sample, m_value FROM m_values WHERE cohort = 'BRCA' "
+        "AND chromosome = ?", [entry["chromosome"]]
+    ).pivot(index="sample", columns="probe_id", values="m_value")
+    for checkpoint in payload["folds"]:
+        model = load_fold_model(checkpoint)
+        rows = stored[stored["fold"] == checkpoint.fold]
+        X = m.loc[rows["sample"], payload["probe_ids"]].to_numpy(np.float32)
+        np.testing.assert_allclose(model.predict(X), rows["y_pred"], rtol=1e-5, atol=1e-5)
+
+
+def test_training_a_gene_list_replaces_only_those_genes(trained, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    warehouse = _resources(data_dir)["warehouse"]
+    before = warehouse.query(
+        "SELECT gene, run_id FROM cnn_gene_metrics WHERE chromosome = 'chr1' ORDER BY gene"
+    )
+    target = before["gene"].iloc[0]
+    _train(data_dir, "chr1", window_bp=100_000, genes=[target])
+    after = warehouse.query(
+        "SELECT gene, run_id FROM cnn_gene_metrics WHERE chromosome = 'chr1' ORDER BY gene"
+    )
+    assert after["gene"].tolist() == before["gene"].tolist()
+    changed = after.set_index("gene")["run_id"] != before.set_index("gene")["run_id"]
+    assert changed.to_dict() == {g: g == target for g in before["gene"]}
+    folds = warehouse.query("SELECT count(*) AS n FROM cnn_fold_metrics WHERE gene = ?", [target])
+    assert folds["n"].item() == 5
+    with pytest.raises(Exception, match="NOT_A_GENE"):
+        _train(data_dir, "chr1", window_bp=100_000, genes=["NOT_A_GENE"])
+
+
+def test_published_audit_rows_sit_beside_honest_ones_and_summary_reports_both(trained, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    _train(data_dir, "chr1", window_bp=100_000, protocol="published")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+    result = materialize(
+        [cnn_summary], partition_key="BRCA", resources=_resources(data_dir), instance=instance
+    )
+    warehouse = _resources(data_dir)["warehouse"]
+    summary = warehouse.query("SELECT * FROM cnn_cohort_summary ORDER BY protocol")
+    assert summary["protocol"].tolist() == ["honest", "published"]
+    genes = warehouse.query(
+        "SELECT protocol, count(*) AS n FROM cnn_gene_metrics GROUP BY 1 ORDER BY 1"
+    )
+    assert summary["genes"].tolist() == genes["n"].tolist()
+    metadata = result.asset_materializations_for_node("cnn_summary")[0].metadata
+    assert "data:image/png;base64," in metadata["r2_histogram"].value
+    assert "honest" in metadata["summary"].value
