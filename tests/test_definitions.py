@@ -1,0 +1,26 @@
+from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
+
+from dmg_assets.definitions import defs
+from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
+from dmg_assets.sensors import register_default_cohorts
+
+
+def test_definitions_load_with_every_asset_and_job():
+    Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"samples", "probes", "m_values", "expression", "gene_promoters", "gene_windows",
+            "cnn_gene_metrics", "cnn_fold_metrics", "cnn_predictions", "cnn_checkpoints",
+            "cnn_summary"} <= keys
+    assert defs.resolve_job_def("data_layer_job") and defs.resolve_job_def("training_job")
+
+
+def test_sensor_registers_missing_default_cohorts_once():
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA", "KIRC"])
+    result = register_default_cohorts(build_sensor_context(instance=instance))
+    assert isinstance(result, SensorResult)
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == [c for c in DEFAULT_COHORTS if c != "BRCA"]
+    instance.add_dynamic_partitions(cohort_partitions.name, list(request.partition_keys))
+    skipped = register_default_cohorts(build_sensor_context(instance=instance))
+    assert not isinstance(skipped, SensorResult)
