@@ -213,10 +213,10 @@ def cnn_models(
     partition = _partition(context, config)
     inputs = _load_inputs(warehouse, partition, config)
     torch_device = device.resolve()
-    precision = device.precision if device.precision != "auto" else "fp32"
+    precision = device.resolve_precision(torch_device)
     context.log.info(
         f"{len(inputs)} genes on {partition['chromosome']} ({partition['cohort']}), "
-        f"protocol {config.protocol}, W={config.window_bp:,} bp, device {torch_device}"
+        f"protocol {config.protocol}, W={config.window_bp:,} bp, {torch_device} {precision}"
     )
     if not inputs:
         for name in TABLES:

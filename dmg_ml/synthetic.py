@@ -70,7 +70,7 @@ class SyntheticSpec:
     """
 
     #: Promoter-table genes written to HiSeqV2 that pass the expression filter (mean log2 > 1).
-    n_genes: int = 150
+    n_genes: int = 69
     #: Further promoter-table genes with mean log2 expression ≤ 1 (dropped by preprocessing).
     n_low_expressed: int = 10
     #: HiSeqV2 rows whose name is not in the promoter table (``?|<entrez>``, made-up symbols).
@@ -79,7 +79,7 @@ class SyntheticSpec:
     no_signal_fraction: float = 0.2
     min_genes_per_chromosome: int = 3
     samples: tuple[tuple[str, int, int], ...] = (
-        ("BRCA", 100, 20),
+        ("BRCA", 200, 25),
         ("COAD", 60, 10),
         ("GBM", 50, 5),
         ("LUAD", 60, 10),
