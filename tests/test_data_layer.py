@@ -2,6 +2,7 @@
 
 import gzip
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -185,3 +186,12 @@ def test_bad_input_fails_clearly_and_leaves_the_warehouse(
     after = _snapshot(built_copy)
     for table in TABLES:
         pd.testing.assert_frame_equal(before[table], after[table], obj=table)
+
+
+@pytest.mark.parametrize(
+    "name", ["cpgs_per_gene", "promoter_methylation_vs_expression", "samples_by_tissue"]
+)
+def test_example_queries_answer(built, name):
+    sql = (Path(__file__).parents[1] / "warehouse" / "queries" / f"{name}.sql").read_text()
+    answer = _warehouse(built).query(sql)
+    assert len(answer) > 0

@@ -1,6 +1,7 @@
 """Training assets through Dagster on the tiny synthetic hub: tables, checkpoints, gene lists."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +134,10 @@ def test_published_audit_rows_sit_beside_honest_ones_and_summary_reports_both(tr
     metadata = result.asset_materializations_for_node("cnn_summary")[0].metadata
     assert "data:image/png;base64," in metadata["r2_histogram"].value
     assert "honest" in metadata["summary"].value
+
+
+@pytest.mark.parametrize("name", ["cnn_best_genes", "cnn_r2_by_window_size"])
+def test_example_training_queries_answer(trained, name):
+    sql = (Path(__file__).parents[1] / "warehouse" / "queries" / f"{name}.sql").read_text()
+    answer = _resources(trained)["warehouse"].query(sql.replace("1000000", "100000"))
+    assert len(answer) > 0
