@@ -9,13 +9,18 @@ from pathlib import Path
 import duckdb
 
 
+def connect(database: str = "data/dmg.duckdb") -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the warehouse's views."""
+    return duckdb.connect(database, read_only=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sql", help="a SQL statement or the path of a .sql file")
     parser.add_argument("--database", default="data/dmg.duckdb")
     args = parser.parse_args(argv)
     sql = Path(args.sql).read_text() if args.sql.endswith(".sql") else args.sql
-    with duckdb.connect(args.database, read_only=True) as connection:
+    with connect(args.database) as connection:
         print(connection.sql(sql).df().to_string(index=False, max_rows=50))
     return 0
 
