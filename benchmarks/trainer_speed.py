@@ -97,10 +97,12 @@ def run_mode(
     reference_config: TrainConfig,
     device: str,
     label: str,
+    verbose: bool = False,
 ) -> None:
     """Cross-validate every gene with both trainers, alternating, and print the comparison."""
     tallies = {"reference": Tally(), "batched": Tally()}
-    r2 = {"reference": [], "batched": []}
+    r2: dict[str, list[float]] = {"reference": [], "batched": []}
+    seconds: dict[str, list[float]] = {"reference": [], "batched": []}
     configs = {"reference": reference_config, "batched": config}
     for i, gene in enumerate(genes):
         order = ["reference", "batched"] if i % 2 == 0 else ["batched", "reference"]
@@ -111,8 +113,17 @@ def run_mode(
             )
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            tallies[trainer].add(result, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            tallies[trainer].add(result, elapsed)
             r2[trainer].append(result.r2)
+            seconds[trainer].append(elapsed)
+        if verbose:
+            ref_s, fast_s = seconds["reference"][-1], seconds["batched"][-1]
+            print(
+                f"  {gene.gene} L={gene.X.shape[1]}: reference {ref_s:.2f} s, fast {fast_s:.2f} s "
+                f"({ref_s / fast_s:.1f}x), R2 {r2['reference'][-1]:.4f} vs {r2['batched'][-1]:.4f}",
+                flush=True,
+            )
     ref, fast = tallies["reference"], tallies["batched"]
     delta = np.abs(np.array(r2["batched"]) - np.array(r2["reference"]))
     print(f"\n== {label}: max_epochs={config.max_epochs} patience={config.patience}")
@@ -143,6 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", default="both", choices=["fixed", "early", "both"])
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="one line per gene")
     return p.parse_args(argv)
 
 
@@ -170,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             max_epochs=args.epochs, patience=patience, seed=args.seed, precision=args.precision
         )
         reference = replace(config, precision=args.reference_precision)
-        run_mode(genes, config, reference, args.device, mode)
+        run_mode(genes, config, reference, args.device, mode, args.verbose)
 
 
 if __name__ == "__main__":

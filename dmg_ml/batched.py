@@ -47,8 +47,7 @@ from dmg_ml.model import HIDDEN_UNITS, NEGATIVE_SLOPE, AdaptiveRegressionCNN, ch
 from dmg_ml.training import TrainConfig, TrainResult, init_model
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
-LOOP_MIN_ACTIVATIONS = 1_000_000
-CONV_NAMES = ("conv1", "res1.conv1", "res1.conv2", "conv2", "res2.conv1", "res2.conv2")
+LOOP_MIN_ACTIVATIONS = 300_000
 
 
 @dataclass
@@ -69,18 +68,18 @@ class ParamLayout:
     def __init__(self, input_size: int, channels: str) -> None:
         c1, c2 = channel_widths(input_size, channels)
         self.input_size, self.channels, self.c1, self.c2 = input_size, channels, c1, c2
-        shapes = {
-            "conv1.weight": (c1, 1, 3),
-            "res1.conv1.weight": (c1, c1, 3),
-            "res1.conv2.weight": (c1, c1, 3),
-            "conv2.weight": (c2, c1, 3),
-            "res2.conv1.weight": (c2, c2, 3),
-            "res2.conv2.weight": (c2, c2, 3),
+        convs = {  # name: (out, in) channels, in the reference module's parameter order
+            "conv1": (c1, 1),
+            "res1.conv1": (c1, c1),
+            "res1.conv2": (c1, c1),
+            "conv2": (c2, c1),
+            "res2.conv1": (c2, c2),
+            "res2.conv2": (c2, c2),
         }
         self.shapes: dict[str, tuple[int, ...]] = {}
-        for name in CONV_NAMES:
-            self.shapes[f"{name}.weight"] = shapes[f"{name}.weight"]
-            self.shapes[f"{name}.bias"] = (shapes[f"{name}.weight"][0],)
+        for name, (c_out, c_in) in convs.items():
+            self.shapes[f"{name}.weight"] = (c_out, c_in, 3)
+            self.shapes[f"{name}.bias"] = (c_out,)
         self.shapes["fc1.weight"] = (HIDDEN_UNITS, c2 * input_size)
         self.shapes["fc1.bias"] = (HIDDEN_UNITS,)
         self.shapes["fc2.weight"] = (1, HIDDEN_UNITS)
@@ -114,6 +113,7 @@ class ParamLayout:
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    """In place: saves an allocation. Never on a view (autograd would copy the whole base)."""
     return F.leaky_relu_(x, NEGATIVE_SLOPE)
 
 
@@ -161,8 +161,8 @@ def _forward_grouped(
 
     w0 = p["conv1.weight"].view(tasks, c1, 3).transpose(1, 2)
     h = torch.baddbmm(p["conv1.bias"].unsqueeze(1), u.view(tasks, n * length, 3), w0)
-    h = h.view(tasks, n, length, c1).permute(1, 2, 0, 3).reshape(n, length, tasks * c1)
-    h = _trunk(conv, _lrelu(_nhwc(h)))
+    h = _lrelu(h.view(tasks, n, length, c1).permute(1, 2, 0, 3).reshape(n, length, tasks * c1))
+    h = _trunk(conv, _nhwc(h))
     # NHWC memory is (N, L, T, c2): regroup by task, flattened position-major.
     h = h.permute(0, 2, 3, 1).reshape(n, length, tasks, c2)
     h = h.permute(2, 0, 1, 3).reshape(tasks, n, length * c2)
@@ -182,8 +182,8 @@ def _forward_single(
         return _conv(h, p[f"{name}.weight"], p[f"{name}.bias"], 1)
 
     w0 = p["conv1.weight"].view(layout.c1, 3).t()
-    h = torch.addmm(p["conv1.bias"], u.view(n * length, 3), w0).view(n, length, layout.c1)
-    h = _trunk(conv, _lrelu(_nhwc(h)))
+    h = _lrelu(torch.addmm(p["conv1.bias"], u.view(n * length, 3), w0))
+    h = _trunk(conv, _nhwc(h.view(n, length, layout.c1)))
     h = h.permute(0, 2, 3, 1).reshape(n, length * layout.c2)
     h = _lrelu(F.linear(h, p["fc1.weight"].view(HIDDEN_UNITS, -1), p["fc1.bias"]))
     return F.linear(h, p["fc2.weight"].view(1, HIDDEN_UNITS), p["fc2.bias"]).squeeze(-1)

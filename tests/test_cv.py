@@ -1,0 +1,181 @@
+"""Cross-validation protocols: grouping, leakage, learning, agreement, determinism, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dmg_ml.cv as cv
+from dmg_ml.cv import (
+    GeneData,
+    cross_validate,
+    honest_splits,
+    load_fold_model,
+    published_splits,
+    scale_features,
+)
+from dmg_ml.training import TrainConfig
+
+FAST = TrainConfig(max_epochs=100, patience=30)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems run fastest, and least disturbed by other load, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cohort(n_patients: int = 150, n_normal: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Sample barcodes and patients: every patient has a tumour, some also a normal."""
+    patients = [f"TCGA-AA-{i:04d}" for i in range(n_patients)]
+    samples = [f"{p}-01A" for p in patients] + [f"{p}-11A" for p in patients[:n_normal]]
+    return np.array(samples), np.array([s[:12] for s in samples])
+
+
+def gene(name: str, signal: bool, length: int = 40, seed: int = 0) -> GeneData:
+    samples, patients = cohort()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((len(samples), length)).astype(np.float32)
+    if signal:
+        y = -1.5 * x[:, 8] - 1.0 * x[:, 10] + 0.8 * x[:, 3] + 0.4 * rng.standard_normal(len(x))
+    else:
+        y = rng.standard_normal(len(x))
+    return GeneData(name, x, y, patients, samples)
+
+
+@pytest.fixture(scope="module")
+def honest_results():
+    return cross_validate([gene("SIG", True), gene("NULL", False, seed=1)], config=FAST)
+
+
+def test_outer_folds_are_patient_grouped_and_inner_split_avoids_the_scored_fold() -> None:
+    samples, patients = cohort()
+    splits = honest_splits(patients, n_folds=5, seed=0)
+    test_rows = np.concatenate([s.test for s in splits])
+    assert np.array_equal(np.sort(test_rows), np.arange(len(samples)))
+    fold_of_patient: dict[str, int] = {}
+    for split in splits:
+        for p in set(patients[split.test]):
+            assert fold_of_patient.setdefault(p, split.fold) == split.fold
+        train, valid, test = (set(x.tolist()) for x in (split.train, split.valid, split.test))
+        assert not (train & valid) and not (train & test) and not (valid & test)
+        assert train | valid | test == set(range(len(samples)))
+        assert not set(patients[split.train]) & set(patients[split.valid])
+        assert np.array_equal(np.sort(split.scaler_rows), np.sort(np.r_[split.train, split.valid]))
+        assert 0.1 < len(split.valid) / (len(split.train) + len(split.valid)) < 0.3
+    again = honest_splits(patients, n_folds=5, seed=0)
+    assert all(np.array_equal(a.test, b.test) for a, b in zip(splits, again, strict=True))
+
+
+def test_published_splits_stop_early_on_the_scored_fold() -> None:
+    splits = published_splits(50)
+    for split in splits:
+        assert np.array_equal(split.valid, split.test)
+        assert np.array_equal(split.scaler_rows, split.train)
+    assert np.array_equal(np.sort(np.concatenate([s.test for s in splits])), np.arange(50))
+
+
+def test_the_scored_fold_never_reaches_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = gene("SIG", True)
+    seen = []
+    real = cv.train_tasks
+
+    def spy(tasks, config, trainer, device):
+        seen.extend(tasks)
+        return real(tasks, config, trainer, device)
+
+    monkeypatch.setattr(cv, "train_tasks", spy)
+    (result,) = cross_validate([data], config=TrainConfig(max_epochs=2, patience=2))
+    assert len(seen) == 5
+    for fold, (task, checkpoint) in enumerate(zip(seen, result.checkpoints, strict=True)):
+        test = result.oof.index[result.oof["fold"] == fold]
+        scaled = scale_features(data.X[test], checkpoint.scaler_mean, checkpoint.scaler_scale)
+        used = np.vstack([task.X_train, task.X_valid])
+        assert not (scaled[:, None, :] == used[None, :, :]).all(axis=2).any()
+        assert len(used) + len(test) == len(data.y)
+
+
+def test_model_learns_signal_and_not_noise(honest_results) -> None:
+    signal, null = honest_results
+    assert signal.r2 > 0.3 and signal.pearson_r2 > 0.3
+    assert null.r2 < 0.1 and null.pearson_r2 < 0.1
+
+
+def test_result_tables_have_the_documented_shape(honest_results) -> None:
+    result = honest_results[0]
+    assert list(result.fold_metrics.columns) == cv.FOLD_METRIC_COLUMNS
+    assert list(result.fold_metrics["fold"]) == [0, 1, 2, 3, 4]
+    sizes = result.fold_metrics[["n_train", "n_valid", "n_test"]].sum(axis=1)
+    assert (sizes == 180).all()
+    assert list(result.oof.columns) == ["sample", "fold", "y_true", "y_pred"]
+    assert len(result.oof) == 180 and result.oof["sample"].is_unique
+    assert result.n_cpgs == 40 and result.seconds > 0 and result.protocol == "honest"
+    assert (result.fold_metrics["best_epoch"] <= result.fold_metrics["epochs_run"]).all()
+
+
+def test_checkpoints_reproduce_the_out_of_fold_predictions(honest_results) -> None:
+    data, result = gene("SIG", True), honest_results[0]
+    for checkpoint in result.checkpoints:
+        rows = result.oof.index[result.oof["fold"] == checkpoint.fold]
+        model = load_fold_model(checkpoint)
+        np.testing.assert_array_equal(model.predict(data.X[rows]), result.oof.loc[rows, "y_pred"])
+
+
+def test_fold_assignment_is_the_same_for_every_gene(honest_results) -> None:
+    a, b = honest_results
+    pd.testing.assert_series_equal(a.oof["fold"], b.oof["fold"])
+
+
+def test_deterministic_for_a_seed() -> None:
+    data = [gene("SIG", True, seed=3)]
+    config = TrainConfig(max_epochs=40, patience=10, seed=5)
+    first, second = (cross_validate(data, config=config)[0] for _ in range(2))
+    pd.testing.assert_frame_equal(first.oof, second.oof)
+    pd.testing.assert_frame_equal(first.fold_metrics, second.fold_metrics)
+
+
+def test_batched_and_reference_trainers_agree() -> None:
+    data = [gene("SIG", True, seed=4)]
+    config = TrainConfig(max_epochs=60, patience=10)
+    fast = cross_validate(data, config=config, trainer="batched")[0]
+    ref = cross_validate(data, config=config, trainer="reference")[0]
+    assert abs(fast.r2 - ref.r2) < 0.01
+    assert abs(fast.pearson_r2 - ref.pearson_r2) < 0.01
+
+
+def test_published_protocol_carries_one_model_across_folds(monkeypatch) -> None:
+    seen = []
+    real = cv.train_tasks
+
+    def spy(tasks, config, trainer, device):
+        results = real(tasks, config, trainer, device)
+        seen.append((tasks[0], results[0]))
+        return results
+
+    monkeypatch.setattr(cv, "train_tasks", spy)
+    done = []
+    (result,) = cross_validate(
+        [gene("SIG", True)], protocol="published", config=FAST, on_gene_done=done.append
+    )
+    assert done == [result] and result.protocol == "published"
+    assert seen[0][0].init_state is None
+    for (task, _), (_, previous) in zip(seen[1:], seen[:-1], strict=True):
+        for k, v in previous.model.state_dict().items():
+            assert torch.equal(task.init_state[k], v)
+    assert result.r2 > 0.3
+    assert (result.fold_metrics["n_valid"] == result.fold_metrics["n_test"]).all()
+
+
+def test_bad_input_is_refused() -> None:
+    samples, patients = cohort()
+    with pytest.raises(ValueError):
+        GeneData("G", np.full((len(samples), 3), np.nan), np.zeros(len(samples)), patients, samples)
+    with pytest.raises(ValueError):
+        cross_validate([gene("SIG", True)], protocol="leaky")
+    with pytest.raises(ValueError):
+        honest_splits(np.array(["p1", "p2", "p1"]), n_folds=5)

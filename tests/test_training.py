@@ -1,0 +1,189 @@
+"""The reference trainer and the fast (batched) trainer: semantics and agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dmg_ml.batched import (
+    FitTask,
+    ParamLayout,
+    _BatchedAdam,
+    fit_batched,
+    stacked_forward,
+    unfold_input,
+)
+from dmg_ml.training import TrainConfig, fit_reference, init_model, predict, task_seed
+
+LENGTH = 30
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems run fastest, and least disturbed by other load, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_data(rng: np.random.Generator, n: int, length: int = LENGTH):
+    x = rng.standard_normal((n, length)).astype(np.float32)
+    y = x[:, :4] @ np.array([1.0, -1.0, 0.5, -0.5]) + 0.3 * rng.standard_normal(n)
+    return x, y.astype(np.float32)
+
+
+def make_tasks(seed: int = 0, sizes=(60, 67, 73)) -> list[FitTask]:
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for t, n in enumerate(sizes):
+        x, y = make_data(rng, n)
+        xv, yv = make_data(rng, 20 + t)
+        tasks.append(FitTask(x, y, xv, yv, seed=task_seed(seed, t)))
+    return tasks
+
+
+def valid_loss(model, task: FitTask) -> float:
+    return float(np.mean((predict(model, task.X_valid) - task.y_valid) ** 2))
+
+
+def test_config_defaults_are_the_papers() -> None:
+    config = TrainConfig()
+    assert (config.max_epochs, config.patience, config.lr) == (700, 90, 1e-3)
+    assert config.batch_size is None and config.channels == "adaptive"
+    assert config.precision == "fp32"
+    with pytest.raises(ValueError):
+        TrainConfig(precision="fp16")
+
+
+def test_init_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = init_model(LENGTH, "adaptive", 7).state_dict()
+    b = init_model(LENGTH, "adaptive", 7).state_dict()
+    assert torch.rand(1) == before
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["fc1.weight"], init_model(LENGTH, "adaptive", 8).fc1.weight)
+
+
+def test_task_seeds_do_not_collide() -> None:
+    seeds = {task_seed(s, fold) for s in range(5) for fold in range(5)}
+    assert len(seeds) == 25
+
+
+def test_reference_is_deterministic_and_restores_the_best_epoch() -> None:
+    task = make_tasks()[0]
+    config = TrainConfig(max_epochs=120, patience=15)
+    runs = [
+        fit_reference(task.X_train, task.y_train, task.X_valid, task.y_valid, config, seed=3)
+        for _ in range(2)
+    ]
+    a, b = runs
+    assert (a.epochs_run, a.best_epoch) == (b.epochs_run, b.best_epoch)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    assert 1 <= a.best_epoch <= a.epochs_run <= config.max_epochs
+    if a.epochs_run < config.max_epochs:
+        assert a.epochs_run - a.best_epoch == config.patience
+    assert valid_loss(a.model, task) == pytest.approx(a.best_valid_loss, rel=1e-5)
+
+
+def test_reference_continues_from_a_given_model() -> None:
+    task = make_tasks()[0]
+    config = TrainConfig(max_epochs=3, patience=5)
+    model = init_model(LENGTH, "adaptive", 1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit_reference(
+        task.X_train, task.y_train, task.X_valid, task.y_valid, config, model=model
+    )
+    assert result.model is model
+    assert not torch.equal(start["fc1.weight"], model.fc1.weight)
+
+
+def test_layout_round_trip_and_stacked_forward_match_the_module() -> None:
+    models = [init_model(LENGTH, "adaptive", s) for s in range(3)]
+    layout = ParamLayout(LENGTH, "adaptive")
+    flat = torch.stack([layout.to_row(m.state_dict()) for m in models])
+    assert flat.shape[1] == layout.size
+    state = layout.to_state(flat[1])
+    assert all(torch.equal(state[k], v) for k, v in models[1].state_dict().items())
+    x = torch.randn(3, 9, LENGTH)
+    expected = torch.stack([m(x[i]) for i, m in enumerate(models)])
+    for looped in (False, True):
+        got = stacked_forward(layout, flat, unfold_input(x), looped)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_adam_equals_independent_adams_even_with_skipped_steps() -> None:
+    torch.manual_seed(0)
+    params = [torch.randn(6, requires_grad=True) for _ in range(3)]
+    optimisers = [torch.optim.Adam([p], lr=1e-2) for p in params]
+    flat = torch.stack([p.detach().clone() for p in params])
+    adam = _BatchedAdam(flat, lr=1e-2)
+    schedule = [[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]]
+    for active in schedule:
+        grads = torch.randn(3, 6) * torch.tensor(active, dtype=torch.float32).unsqueeze(1)
+        for t, on in enumerate(active):
+            if on:
+                params[t].grad = grads[t].clone()
+                optimisers[t].step()
+        adam.step(flat, grads, np.array(active, dtype=bool))
+    expected = torch.stack([p.detach() for p in params])
+    torch.testing.assert_close(flat, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [None, 24])
+def test_batched_matches_reference_for_the_same_seeds(batch_size: int | None) -> None:
+    tasks = make_tasks()
+    config = TrainConfig(max_epochs=60, patience=8, batch_size=batch_size)
+    fast = fit_batched(tasks, config)
+    x_test, _ = make_data(np.random.default_rng(9), 40)
+    for task, got in zip(tasks, fast, strict=True):
+        ref = fit_reference(
+            task.X_train, task.y_train, task.X_valid, task.y_valid, config, seed=task.seed
+        )
+        assert abs(got.epochs_run - ref.epochs_run) <= 2
+        np.testing.assert_allclose(
+            predict(got.model, x_test), predict(ref.model, x_test), atol=0.05
+        )
+        assert valid_loss(got.model, task) == pytest.approx(got.best_valid_loss, rel=1e-4)
+
+
+def test_batched_early_stopping_is_per_task_and_independent_of_check_interval() -> None:
+    tasks = make_tasks(sizes=(50, 80, 65, 90))
+    config = TrainConfig(max_epochs=80, patience=5)
+    every_epoch = fit_batched(tasks, config)
+    deferred = fit_batched(tasks, config, check_every=7)
+    alone = [fit_batched([task], config)[0] for task in tasks]
+    for a, b, c in zip(every_epoch, deferred, alone, strict=True):
+        assert a.epochs_run == b.epochs_run == c.epochs_run
+        assert a.best_epoch == b.best_epoch == c.best_epoch
+        if a.epochs_run < config.max_epochs:
+            assert a.epochs_run - a.best_epoch == config.patience
+        assert b.best_valid_loss == pytest.approx(a.best_valid_loss, rel=1e-4)
+    assert len({r.epochs_run for r in every_epoch}) > 1
+
+
+def test_batched_starts_from_given_weights() -> None:
+    task = make_tasks()[0]
+    start = init_model(LENGTH, "adaptive", 99).state_dict()
+    config = TrainConfig(max_epochs=1, patience=1)
+    ref_model = init_model(LENGTH, "adaptive", 0)
+    ref_model.load_state_dict(start)
+    ref = fit_reference(
+        task.X_train, task.y_train, task.X_valid, task.y_valid, config, model=ref_model
+    )
+    (got,) = fit_batched([FitTask(**{**task.__dict__, "init_state": start})], config)
+    for k, v in ref.model.state_dict().items():
+        torch.testing.assert_close(got.model.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_trains_close_to_fp32() -> None:
+    tasks = make_tasks()
+    fp32 = fit_batched(tasks, TrainConfig(max_epochs=40, patience=50))
+    bf16 = fit_batched(tasks, TrainConfig(max_epochs=40, patience=50, precision="bf16"))
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b.epochs_run == 40
+        assert b.best_valid_loss == pytest.approx(a.best_valid_loss, rel=0.05)
