@@ -5,32 +5,43 @@ initial weights per task seed, same Adam, same loss, same early stopping and bes
 same mini-batch order. Only the floating-point order of the arithmetic differs, plus bfloat16
 where ``precision="bf16"`` asks for it.
 
-Design, and why:
+Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
 
-* **Stacked weights in one flat buffer.** The ``T`` tasks' parameters live in one ``(T, P)`` fp32
-  tensor. Adam runs on it with a handful of whole-buffer ops per step, whatever ``T``; since Adam is
-  elementwise, this is exactly ``T`` independent Adams (per-task step counts and an ``active`` mask
-  turn a task's update into a no-op while it waits, e.g. a short fold in a mini-batch epoch).
-  Snapshots of the best weights, and dropping finished tasks, are row operations on it.
-* **Grouped convolutions, channels-last.** Task ``t`` owns channels ``[t·c, (t+1)·c)`` of a
-  grouped ``conv2d`` over ``(N, T·c, 1, L)`` activations in NHWC layout; the dense layers are
-  ``baddbmm`` over tasks. One kernel per layer for all tasks keeps the Python overhead per epoch
-  flat in ``T`` (what matters for short windows and on a GPU with many genes of equal ``L``), and
-  oneDNN's NHWC convolutions run 3-5x faster than its NCL ``conv1d`` for these channel counts
-  on CPU. ``fc1``'s weight is stored permuted to the channels-last flatten order (the reference
-  flattens channel-major), which Adam cannot tell apart.
-* **Padding and masks.** Folds of unequal size are zero-padded to the largest; the per-task loss
-  is a weighted sum with weight ``1/n_t`` on real rows and 0 on padding, so each task's gradient is
-  its own mean-squared-error gradient.
+* **Stacked weights in flat buffers.** The ``T`` tasks' parameters live in one ``(T, P)`` fp32
+  tensor, with their gradients, Adam moments and best weights in buffers of the same shape that
+  are updated in place (a fresh tensor of that size costs more in page faults than the
+  arithmetic on it). Adam is one fused kernel over the whole buffer (``torch._fused_adam_``, what
+  ``torch.optim.Adam(fused=True)`` runs) when all tasks are at the same step; since Adam is
+  elementwise that is exactly ``T`` independent Adams. Per-task step counts and an ``active`` mask
+  (a short fold in a mini-batch epoch, a stopped task) use a few unfused whole-buffer ops.
+  Parameters reach autograd as views of the buffer (no copies), and a finished task is one row.
+* **Convolutions as channels-last conv2d.** oneDNN's NHWC convolutions run 3-5x faster than its
+  NCL ``conv1d`` (what the reference uses) for these channel counts, in fp32 and bf16. The first
+  convolution has one input channel, so it is a matmul on ``(x[l-1], x[l], x[l+1])`` windows built
+  once per data set; its output is already NHWC. ``fc1``'s weight is stored permuted to the
+  channels-last flatten order, which Adam cannot tell apart from the reference's.
+* **Two ways to run the stack, same arithmetic.** *Grouped*: task ``t`` owns channels
+  ``[t·c, (t+1)·c)`` of one grouped convolution per layer and the dense layers are ``baddbmm``
+  over tasks, so Python and dispatch overhead per epoch do not grow with ``T``: this is what short
+  windows need on CPU (~1 ms per fold-epoch at L=40, ~3x the reference) and what a GPU needs to
+  train many genes of equal ``L`` at once. *Looped*: one task after another through the same
+  kernels; on CPU, once a task has ~0.3 M activations per channel layer, oneDNN's grouped kernels
+  are slower than its plain ones and the loop wins. ``fit_batched`` picks by size; the results
+  agree to rounding.
+* **bfloat16.** ``precision="bf16"`` casts the weights (one copy of the flat buffer per update)
+  and the inputs to bfloat16 for the network and keeps master weights, gradients, Adam state and
+  losses in fp32, as autocast does. On AVX512-BF16 it about doubles the trainer's speed (1.65x
+  the reference in fp32, 3.2-3.7x in bf16); ``benchmarks/trainer_speed.py`` measures its effect on
+  R² against the fp32 reference: mean |ΔR²| of pooled honest R² per gene 0.0003-0.0033 (fp32:
+  0.0000), inside the 0.01 budget.
+* **Padding and masks.** Folds of unequal size are zero-padded to the largest; each task's loss
+  is a weighted sum with weight ``1/n_t`` on its real rows and 0 on padding, so its gradient is its
+  own mean-squared-error gradient.
 * **Early stopping on the device.** Best loss, patience counter and best epoch are tensors updated
-  without host syncs; the host looks every ``check_every`` epochs (1 on CPU, where a sync is free;
-  more on CUDA). A task that stops between looks is frozen by the ``active`` mask (its weights,
-  Adam state and counters no longer change) and is removed from the batch at the next look, so its
-  compute is no longer paid for.
-* **bfloat16.** ``precision="bf16"`` casts the weights (one op on the flat buffer) and the inputs to
-  bfloat16 for the network and keeps master weights, gradients, Adam state and losses in fp32, as
-  autocast does. On this project's CPUs (AVX512-BF16) it is what makes the trainer fast; the
-  benchmark (``benchmarks/trainer_speed.py``) measures its effect on R² against fp32.
+  without host syncs; the host looks every ``check_every`` epochs (1 on CPU, where a sync is free
+  and a stopped task leaves the batch at once; 10 on CUDA). A task that stops between looks is
+  frozen by the ``active`` mask (weights, Adam state and counters no longer change) and leaves the
+  batch at the next look, so its compute is no longer paid for.
 """
 
 from __future__ import annotations
@@ -43,8 +54,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dmg_ml.model import HIDDEN_UNITS, NEGATIVE_SLOPE, AdaptiveRegressionCNN, channel_widths
-from dmg_ml.training import TrainConfig, TrainResult, init_model
+from dmg_ml.model import HIDDEN_UNITS, NEGATIVE_SLOPE, channel_widths
+from dmg_ml.training import TrainConfig, TrainResult, init_model, model_from_state
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 LOOP_MIN_ACTIVATIONS = 300_000
@@ -247,6 +258,7 @@ class _BatchedAdam:
         self.scratch = torch.empty_like(flat)
         self.steps = np.zeros(flat.shape[0], dtype=np.int64)
         self.step_tensor = torch.zeros((), device=flat.device)
+        self.fused = hasattr(torch, "_fused_adam_")
 
     def step(
         self,
@@ -267,16 +279,19 @@ class _BatchedAdam:
 
     def _uniform_step(self, flat: torch.Tensor, grad: torch.Tensor, step: int) -> None:
         """All tasks at the same step: torch's fused Adam kernel (what ``torch.optim.Adam(...,
-        fused=True)`` runs: one pass over the buffers) where this torch has it, else the
-        single-tensor update op for op."""
-        if hasattr(torch, "_fused_adam_"):
+        fused=True)`` runs: one pass over the buffers) where this torch has one for the device,
+        else the single-tensor update op for op."""
+        if self.fused:
             self.step_tensor.fill_(step)
-            torch._fused_adam_(
-                [flat], [grad], [self.m], [self.v], [], [self.step_tensor],
-                lr=self.lr, beta1=BETA1, beta2=BETA2, weight_decay=0.0, eps=EPS,
-                amsgrad=False, maximize=False,
-            )  # fmt: skip
-            return
+            try:
+                torch._fused_adam_(
+                    [flat], [grad], [self.m], [self.v], [], [self.step_tensor],
+                    lr=self.lr, beta1=BETA1, beta2=BETA2, weight_decay=0.0, eps=EPS,
+                    amsgrad=False, maximize=False,
+                )  # fmt: skip
+                return
+            except (NotImplementedError, RuntimeError):  # older torch: no CPU kernel
+                self.fused = False
         self.m.lerp_(grad, 1 - BETA1)
         self.v.mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
         step_size = self.lr / (1 - BETA1**step)
@@ -487,8 +502,8 @@ def _minibatch_plan(group: _Group, batch_size: int):
 def _collect(group: _Group, done: torch.Tensor, out: dict[int, TrainResult]) -> None:
     stopping, layout = group.stopping, group.layout
     for i in done.cpu().tolist():
-        model = AdaptiveRegressionCNN(layout.input_size, layout.channels)
-        model.load_state_dict(layout.to_state(stopping.best[i]))
+        state = layout.to_state(stopping.best[i])
+        model = model_from_state(state, layout.input_size, layout.channels)
         out[group.ids[i]] = TrainResult(
             model.eval(),
             epochs_run=int(stopping.epochs_run[i]),
@@ -529,8 +544,9 @@ def fit_batched(
 
     Tasks with the same input length are trained together, at most ``max_tasks`` at a time
     (default: all of them). ``check_every`` is how often (in epochs) the host looks at early
-    stopping (default 1 on CPU, 10 on CUDA); results do not depend on it. ``looped`` forces
-    (True) or forbids (False) running the tasks one by one; the default decides by size.
+    stopping (default 1 on CPU, 10 on CUDA). ``looped`` forces (True) or forbids (False) running
+    the tasks one by one; the default decides by size. Neither changes the results beyond
+    floating-point rounding.
     """
     device = torch.device(device)
     check_every = check_every or (1 if device.type == "cpu" else 10)

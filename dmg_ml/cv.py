@@ -34,7 +34,14 @@ from sklearn.preprocessing import StandardScaler
 from dmg_ml.batched import FitTask, fit_batched
 from dmg_ml.metrics import pearson_r2, r2
 from dmg_ml.model import AdaptiveRegressionCNN, channel_widths, parameter_count
-from dmg_ml.training import TrainConfig, TrainResult, fit_reference, predict, task_seed
+from dmg_ml.training import (
+    TrainConfig,
+    TrainResult,
+    fit_reference,
+    model_from_state,
+    predict,
+    task_seed,
+)
 
 PROTOCOLS = ("honest", "published")
 TRAINERS = ("batched", "reference")
@@ -138,8 +145,7 @@ def scale_features(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.nda
 
 def load_fold_model(checkpoint: FoldCheckpoint) -> FoldModel:
     """Rebuild a fold's model from its checkpoint."""
-    model = AdaptiveRegressionCNN(checkpoint.input_size, checkpoint.channels)
-    model.load_state_dict(checkpoint.state_dict)
+    model = model_from_state(checkpoint.state_dict, checkpoint.input_size, checkpoint.channels)
     return FoldModel(model.eval(), checkpoint.scaler_mean, checkpoint.scaler_scale)
 
 
@@ -185,8 +191,7 @@ def train_tasks(
     for task in tasks:
         model = None
         if task.init_state is not None:
-            model = AdaptiveRegressionCNN(task.X_train.shape[1], config.channels)
-            model.load_state_dict(task.init_state)
+            model = model_from_state(task.init_state, task.X_train.shape[1], config.channels)
         results.append(
             fit_reference(
                 task.X_train,

@@ -84,6 +84,15 @@ def init_model(input_size: int, channels: str, seed: int) -> AdaptiveRegressionC
         return AdaptiveRegressionCNN(input_size, channels)
 
 
+def model_from_state(
+    state: dict[str, torch.Tensor], input_size: int, channels: str
+) -> AdaptiveRegressionCNN:
+    """A model holding ``state`` (its throw-away initialisation leaves the global RNG alone)."""
+    model = init_model(input_size, channels, 0)
+    model.load_state_dict(state)
+    return model
+
+
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bfloat16 autocast for ``precision="bf16"``, a no-op for fp32."""
     if precision == "bf16":
