@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from dagster import DagsterInstance, load_assets_from_modules, materialize
 
 from dmg_assets import data_layer
@@ -21,6 +22,15 @@ TINY = SyntheticSpec(
     samples=(("BRCA", 40, 8), ("COAD", 20, 4)),
 )
 DATA_ASSETS = load_assets_from_modules([data_layer])
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny training problems run fastest, and least disturbed by other load, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,7 @@ from dmg_ml.training import TrainConfig
 FAST = TrainConfig(max_epochs=100, patience=30)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems run fastest, and least disturbed by other load, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cohort(n_patients: int = 150, n_normal: int = 30) -> tuple[np.ndarray, np.ndarray]:

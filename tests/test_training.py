@@ -19,13 +19,7 @@ from dmg_ml.training import TrainConfig, fit_reference, init_model, predict, tas
 LENGTH = 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems run fastest, and least disturbed by other load, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data(rng: np.random.Generator, n: int, length: int = LENGTH):
