@@ -30,7 +30,7 @@ from dmg_ml.genome import load_promoters
 from dmg_ml.methylation import MValueStream, m_value_rows
 from dmg_ml.preprocess import filter_expression
 from dmg_ml.schemas import validate
-from dmg_ml.windows import WINDOW_SIZES, promoters_with_probes
+from dmg_ml.windows import AUTHORS_CODE_WINDOW, WINDOW_SIZES, promoters_with_probes
 from dmg_ml.windows import gene_windows as build_gene_windows
 from dmg_ml.xena import read_matrix, read_matrix_header, read_probe_map
 from dmg_resources.source import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH, XenaSource
@@ -264,7 +264,8 @@ def gene_promoters(context: AssetExecutionContext, warehouse: Warehouse) -> Mate
 class WindowConfig(Config):
     window_sizes: list[int] = Field(
         default=list(WINDOW_SIZES),
-        description="Half-widths W (bp) around the promoter; the authors' code used 10000000.",
+        description="Half-widths W (bp) around the promoter; the authors' code used "
+        f"{AUTHORS_CODE_WINDOW}.",
     )
 
 
