@@ -1,7 +1,9 @@
 """The torch device training runs on: CUDA when present (or asked for), else CPU."""
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
+
+from dmg_ml.runtime import keep_freed_memory
 
 
 class TorchDevice(ConfigurableResource):
@@ -12,6 +14,17 @@ class TorchDevice(ConfigurableResource):
         default="auto",
         description="'auto' (the trainer's choice for the device), 'fp32' or 'bf16' (autocast).",
     )
+    keep_freed_memory: bool = Field(
+        default=True,
+        description="Keep freed memory for reuse in the training process (glibc malloc), so "
+        "large activations are not page-faulted in again every epoch (1.6-2.5x faster on CPU "
+        "at L=800); the process's resident memory then stays at its peak.",
+    )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if self.keep_freed_memory:
+            kept = keep_freed_memory()
+            context.log.debug(f"keep freed memory for reuse: {kept}")
 
     def resolve(self) -> str:
         """The concrete device string; asking for CUDA where there is none is an error."""
