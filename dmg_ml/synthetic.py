@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from dmg_ml.genome import CHROMOSOMES, HG19_LENGTHS, PROMOTER_HALF_WIDTH, load_promoters
+from dmg_ml.windows import window_counts
 from dmg_ml.xena import DEFAULT_COHORTS, PROBE_MAP_PATH, expression_path, methylation_path
 
 
@@ -872,6 +873,29 @@ def _write_expression(out_dir: Path, layout: _Layout, spec: SyntheticSpec, cohor
         "signal_genes": int(has_signal.sum()),
         "drivers": len(drivers),
     }
+
+
+def window_lengths(spec: SyntheticSpec, window_bp: int, seed: int = 0) -> pd.Series:
+    """Probes in each modelled gene's window (indexed by gene) in the hub that ``spec`` and
+    ``seed`` would write, without writing it (about 2 s for FULL).
+
+    Probes without coordinates, on chrY or with a missing rate above 20 % are left out, as the
+    data layer would leave them out. ``benchmarks/trainer_speed.py`` draws its genes' input
+    lengths from this distribution.
+    """
+    layout = _build_layout(spec, seed)
+    usable = (layout.chrom >= 0) & (layout.chrom < _CHRY) & (layout.missing_rate <= 0.2)
+    probes = pd.DataFrame(
+        {
+            "probe_id": layout.probe_ids[usable],
+            "chromosome": np.asarray(_CHROMS)[layout.chrom[usable]],
+            "position": layout.pos[usable],
+        }
+    )
+    modelled = layout.genes[layout.genes["category"] == "modelled"]
+    promoters = layout.promoters.iloc[modelled["promoter_row"].to_numpy()].reset_index(drop=True)
+    counts = window_counts(promoters, probes, window_bp)
+    return pd.Series(counts, index=pd.Index(promoters["gene"], name="gene"), name="n_cpgs")
 
 
 def write_synthetic_hub(out_dir: str | os.PathLike[str], spec: SyntheticSpec = SMALL,

@@ -195,3 +195,16 @@ def test_example_queries_answer(built, name):
     sql = (Path(__file__).parents[1] / "warehouse" / "queries" / f"{name}.sql").read_text()
     answer = _warehouse(built).query(sql)
     assert len(answer) > 0
+
+
+def test_synthetic_window_lengths_predict_the_built_windows(built):
+    """What the trainer benchmark draws its input lengths from is what the data layer builds."""
+    from dmg_ml.synthetic import window_lengths
+
+    warehouse = resources_for("unused", built)["warehouse"]
+    counts = warehouse.query(
+        "SELECT gene, count(*) AS n FROM gene_windows "
+        "WHERE cohort = 'BRCA' AND window_bp = 1000000 GROUP BY gene ORDER BY gene"
+    )
+    expected = window_lengths(TINY, 1_000_000, seed=7)
+    assert counts.set_index("gene")["n"].to_dict() == expected.to_dict()

@@ -1,7 +1,7 @@
 import pandas as pd
 
 from dmg_ml.genome import CHROMOSOMES, load_promoters
-from dmg_ml.windows import gene_windows, promoters_with_probes
+from dmg_ml.windows import gene_windows, promoters_with_probes, window_counts
 
 
 def _promoters():
@@ -52,3 +52,9 @@ def test_windows_are_nested_ordered_and_strand_aware():
         "a": 500, "b": 1_900, "c": 84_000,
     }
     assert "e" not in set(windows["probe_id"])  # other chromosome
+
+
+def test_window_counts_are_the_input_lengths():
+    promoters = _promoters()
+    assert window_counts(promoters, _probes(), 1_000).tolist() == [2, 1, 0]
+    assert window_counts(promoters, _probes(), 100_000).tolist() == [3, 1, 0]
