@@ -1,17 +1,24 @@
 """Reference trainer vs fast (batched) trainer: speed and agreement on the same CV work.
 
 Both trainers cross-validate the same genes under the honest protocol (same data, same folds, same
-seeds). ``fixed`` mode sets ``patience`` above ``max_epochs`` so every fold runs exactly
-``--epochs`` epochs; ``early`` mode uses real early stopping (``--max-epochs``, ``--patience``),
-long enough for R² to mean something (the expression offset alone takes ~100 epochs to learn).
-The trainers alternate gene by gene (and which goes first) so that both see the same machine
-load; on a shared machine, run it when nothing else is (2-thread OpenMP slows down badly when a
-core is taken).
+seeds). The genes' input lengths L are, by default, the evenly spaced quantiles of the window
+lengths of the synthetic 450K-density cohort (``dmg_ml.synthetic.FULL``) at ``--window-bp``
+(default 1 Mb, the project's default window: median L ≈ 440); ``--lengths range`` draws them
+log-uniformly from ``[--min-cpgs, --max-cpgs]`` instead. ``fixed`` mode sets ``patience`` above
+``max_epochs`` so every fold runs exactly ``--epochs`` epochs; ``early`` mode uses real early
+stopping (``--max-epochs``, ``--patience``), long enough for R² to mean something (the
+expression offset alone takes ~100 epochs to learn). The trainers alternate gene by gene (and
+which goes first) so that both see the same machine load; on a shared machine, run it when
+nothing else is (2-thread OpenMP slows down badly when a core is taken).
+
+Both trainers run in the same process, by default with freed memory kept for reuse
+(``dmg_ml.runtime.keep_freed_memory``, as the training assets run); ``--allocator default``
+leaves glibc's malloc as it is, which slows both, the reference most.
 
 Prints gene-fold-epochs per second for both, their ratio, and the mean |ΔR²| between the pooled
 out-of-fold R² per gene. Needs only torch, numpy, pandas and scikit-learn::
 
-    PYTHONPATH=. python benchmarks/trainer_speed.py --genes 6 --epochs 40 --precision bf16
+    PYTHONPATH=. python benchmarks/trainer_speed.py --genes 6 --epochs 20
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dmg_ml.cv import GeneCVResult, GeneData, cross_validate  # noqa: E402
+from dmg_ml.runtime import keep_freed_memory  # noqa: E402
+from dmg_ml.synthetic import FULL, window_lengths  # noqa: E402
 from dmg_ml.training import TrainConfig  # noqa: E402
 
 
@@ -62,22 +71,33 @@ def simulate_gene(
     return GeneData(name, x.astype(np.float32), 8 + 2 * y, patients, samples)
 
 
-def simulate_cohort(
-    n_samples: int, n_genes: int, min_cpgs: int, max_cpgs: int, seed: int
-) -> list[GeneData]:
-    """TCGA-like barcodes (about 10 % normals paired with a tumour of the same patient) and genes
-    whose window lengths are log-uniform in ``[min_cpgs, max_cpgs]``."""
+def simulate_cohort(n_samples: int, lengths: list[int], seed: int) -> list[GeneData]:
+    """TCGA-like barcodes (about 10 % normals paired with a tumour of the same patient) and one
+    gene per window length."""
     rng = np.random.default_rng(seed)
     n_normal = n_samples // 10
     n_patients = n_samples - n_normal
     patients = [f"TCGA-SY-{i:04d}" for i in range(n_patients)]
     samples = [f"{p}-01A" for p in patients] + [f"{p}-11A" for p in patients[:n_normal]]
     normal = np.array([s.endswith("-11A") for s in samples])
-    lengths = np.exp(rng.uniform(np.log(min_cpgs), np.log(max_cpgs), n_genes)).round().astype(int)
     return [
         simulate_gene(rng, f"GENE{g}", np.array(samples), normal, int(length))
         for g, length in enumerate(lengths)
     ]
+
+
+def synthetic_lengths(n_genes: int, window_bp: int) -> list[int]:
+    """Window lengths at the quantiles (2i+1)/2n of the synthetic 450K-density cohort's."""
+    lengths = window_lengths(FULL, window_bp).to_numpy()
+    quantiles = (2 * np.arange(n_genes) + 1) / (2 * n_genes)
+    return [max(1, int(round(x))) for x in np.quantile(lengths, quantiles)]
+
+
+def range_lengths(n_genes: int, min_cpgs: int, max_cpgs: int, seed: int) -> list[int]:
+    """Log-uniform window lengths in ``[min_cpgs, max_cpgs]``."""
+    rng = np.random.default_rng(seed)
+    draws = np.exp(rng.uniform(np.log(min_cpgs), np.log(max_cpgs), n_genes))
+    return [int(x) for x in draws.round()]
 
 
 @dataclass
@@ -146,16 +166,19 @@ def run_mode(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--genes", type=int, default=6)
-    p.add_argument("--epochs", type=int, default=40, help="epochs per fold in fixed mode")
+    p.add_argument("--lengths", default="synthetic", choices=["synthetic", "range"])
+    p.add_argument("--window-bp", type=int, default=1_000_000, help="for --lengths synthetic")
+    p.add_argument("--epochs", type=int, default=20, help="epochs per fold in fixed mode")
     p.add_argument("--max-epochs", type=int, default=300, help="epoch cap in early mode")
     p.add_argument("--patience", type=int, default=30, help="patience in early mode")
     p.add_argument("--samples", type=int, default=600, help="cohort size (~120-873 in TCGA)")
-    p.add_argument("--min-cpgs", type=int, default=30)
-    p.add_argument("--max-cpgs", type=int, default=400)
+    p.add_argument("--min-cpgs", type=int, default=30, help="for --lengths range")
+    p.add_argument("--max-cpgs", type=int, default=400, help="for --lengths range")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--reference-precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--mode", default="both", choices=["fixed", "early", "both"])
+    p.add_argument("--mode", default="fixed", choices=["fixed", "early", "both"])
+    p.add_argument("--allocator", default="kept", choices=["kept", "default"])
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="one line per gene")
@@ -165,18 +188,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    genes = simulate_cohort(args.samples, args.genes, args.min_cpgs, args.max_cpgs, args.seed)
+    kept = args.allocator == "kept" and keep_freed_memory()
+    if args.lengths == "synthetic":
+        lengths = synthetic_lengths(args.genes, args.window_bp)
+    else:
+        lengths = range_lengths(args.genes, args.min_cpgs, args.max_cpgs, args.seed)
+    genes = simulate_cohort(args.samples, lengths, args.seed)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
     print(
         f"torch {torch.__version__}, device {args.device} ({device_name or platform.machine()}),"
         f" threads {torch.get_num_threads()}, fast precision {args.precision}, reference "
-        f"precision {args.reference_precision}"
+        f"precision {args.reference_precision}, freed memory kept for reuse: {kept}"
     )
-    print(
-        f"{args.genes} genes, {args.samples} samples, window lengths "
-        f"{sorted(g.X.shape[1] for g in genes)}"
+    source = (
+        f"quantiles of the synthetic 450K cohort at W={args.window_bp:,} bp"
+        if args.lengths == "synthetic"
+        else f"log-uniform in [{args.min_cpgs}, {args.max_cpgs}]"
     )
-    warm = simulate_cohort(60, 1, 20, 20, args.seed + 1)
+    print(f"{args.genes} genes, {args.samples} samples, lengths {sorted(lengths)} ({source})")
+    warm = simulate_cohort(60, [20], args.seed + 1)
     for trainer in ("reference", "batched"):
         cross_validate(warm, config=TrainConfig(max_epochs=2), trainer=trainer, device=args.device)
     modes = ["fixed", "early"] if args.mode == "both" else [args.mode]
