@@ -30,10 +30,13 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
   agree to rounding.
 * **bfloat16.** ``precision="bf16"`` casts the weights (one copy of the flat buffer per update)
   and the inputs to bfloat16 for the network and keeps master weights, gradients, Adam state and
-  losses in fp32, as autocast does. On AVX512-BF16 it about doubles the trainer's speed (1.65x
-  the reference in fp32, 3.2-3.7x in bf16); ``benchmarks/trainer_speed.py`` measures its effect on
-  R² against the fp32 reference: mean |ΔR²| of pooled honest R² per gene 0.0003-0.0033 (fp32:
-  0.0000), inside the 0.01 budget.
+  losses in fp32, as autocast does. Measured with ``benchmarks/trainer_speed.py`` on the
+  project's 2-core AVX512-BF16 CPU, both trainers in one process with freed memory kept for reuse:
+  2.75x the fp32 reference per gene-fold-epoch on the default window's lengths (L 204-1120,
+  per gene 2.5-3.1x), 2.67x on short windows (L 31-319) with early stopping, where the mean
+  |ΔR²| of pooled honest R² per gene is 0.0028 (max 0.0064), inside the 0.01 budget. At large L
+  the reference's fp32 kernels run near this CPU's fp32 peak (~190 GFLOP/s at L=723) and the fast
+  trainer at about half its bf16 matmul peak (~930), so ~4.5x is the ceiling here.
 * **Padding and masks.** Folds of unequal size are zero-padded to the largest; each task's loss
   is a weighted sum with weight ``1/n_t`` on its real rows and 0 on padding, so its gradient is its
   own mean-squared-error gradient.
