@@ -7,8 +7,9 @@ default each epoch pays a page fault for every 4 KB of every activation over 32 
 the smaller ones after a trim. Measured on the project's 2-core CPU at L=800 (600 samples,
 5 folds, 5 epochs; ``benchmarks/trainer_speed.py --lengths range --min-cpgs 800 --max-cpgs 800
 --genes 1 --epochs 5 --allocator default`` against ``--allocator kept``): the reference trainer
-46.8 s -> 16.6 s, the fast trainer 14.5 s -> 7.3 s, minor page faults down 20-350x. There is
-no maintained Python package for this; ``mallopt`` through ctypes is what the C library offers.
+46.8 s -> 16.6 s, the fast trainer 14.5 s -> 7.3 s (getrusage counted 20-350x fewer minor page
+faults). There is no maintained Python package for this; ``mallopt`` through ctypes is what
+the C library offers.
 """
 
 from __future__ import annotations
