@@ -4,7 +4,9 @@ Why Parquet files and not DuckDB tables: DuckDB allows one writing process per d
 partitions materialised at once by several processes fail with "Could not set lock on file" (the
 known dagster-duckdb pain). Here a partition is written to a staging directory and moved into place
 with a rename, so concurrent writers never share a file, a failed step leaves the old partition as
-it was, and re-materialising replaces rows instead of appending them. The DuckDB file holds only
+it was, and re-materialising replaces rows instead of appending them. A writer holds a lock on its
+staging directory while it lives; the next writer removes staging whose lock is free (left by a
+process that was killed). The DuckDB file holds only
 views (``warehouse/schema.sql``), refreshed under a file lock; it is opened for a moment, so it is
 never the bottleneck, and the data stays safe even if a user holds it open.
 """
@@ -26,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource, get_dagster_logger
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydantic import Field
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -99,8 +101,13 @@ class Warehouse(ConfigurableResource):
     ) -> Iterator[PartitionWriter]:
         """Stage a partition; on success it replaces the old one whole, on error nothing changes."""
         target = self.partition_dir(table, partition)
-        staging = self.root_path / ".staging" / f"{table}-{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
+        staging_root = self.root_path / ".staging"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        self._sweep_orphans(staging_root)
+        staging = staging_root / f"{table}-{uuid.uuid4().hex}"
+        alive = FileLock(staging.with_name(staging.name + ".lock"))
+        alive.acquire()
+        staging.mkdir()
         writer = PartitionWriter(staging)
         try:
             yield writer
@@ -114,6 +121,20 @@ class Warehouse(ConfigurableResource):
         finally:
             writer.close()
             shutil.rmtree(staging, ignore_errors=True)
+            alive.release()
+            Path(alive.lock_file).unlink(missing_ok=True)
+
+    @staticmethod
+    def _sweep_orphans(staging_root: Path) -> None:
+        """Remove staging directories whose writer died: nobody holds their lock any more."""
+        for lock_file in staging_root.glob("*.lock"):
+            try:
+                with FileLock(lock_file, timeout=0):
+                    for leftover in (lock_file.stem, f"{lock_file.stem}-old"):
+                        shutil.rmtree(staging_root / leftover, ignore_errors=True)
+            except Timeout:
+                continue  # a live writer
+            lock_file.unlink(missing_ok=True)
 
     def write(
         self, table: str, partition: Mapping[str, str], frame: pd.DataFrame | pa.Table

@@ -1,4 +1,6 @@
 import multiprocessing as mp
+import subprocess
+import sys
 
 import duckdb
 import pandas as pd
@@ -46,6 +48,40 @@ def test_a_failed_write_leaves_the_old_partition(tmp_path):
         raise RuntimeError("boom")
     assert len(warehouse.read("samples", {"cohort": "BRCA"})) == 5
     assert not any((tmp_path / "wh" / ".staging").iterdir())
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import pandas as pd
+from dmg_resources.warehouse import Warehouse
+warehouse = Warehouse(root=sys.argv[1], database=sys.argv[2])
+with warehouse.writer("things", {"cohort": "BRCA"}) as writer:
+    writer.write(pd.DataFrame({"probe_id": ["a"], "m_value": [1.0]}))
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_staging_of_a_killed_writer_is_swept_by_the_next(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, warehouse.root, warehouse.database], check=False
+    )
+    assert killed.returncode == -9
+    staging = tmp_path / "wh" / ".staging"
+    assert len(list(staging.iterdir())) == 2  # its directory and its lock file
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 3))
+    assert list(staging.iterdir()) == []
+    assert not (tmp_path / "wh" / "things").exists()
+
+
+def test_a_live_writers_staging_is_left_alone(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    with warehouse.writer("samples", {"cohort": "BRCA"}) as writer:
+        writer.write(_samples("BRCA", 5))
+        warehouse.write("samples", {"cohort": "COAD"}, _samples("COAD", 2))
+        assert writer.staging.exists()
+    counts = warehouse.query("SELECT cohort, count(*) AS n FROM samples GROUP BY 1 ORDER BY 1")
+    assert counts.to_dict("list") == {"cohort": ["BRCA", "COAD"], "n": [5, 2]}
 
 
 def test_sub_partitions_and_partition_reads(tmp_path):
