@@ -40,12 +40,13 @@ def promoters_with_probes(
 def window_counts(promoters: pd.DataFrame, probes: pd.DataFrame, window_bp: int) -> np.ndarray:
     """Number of probes in each promoter's window (the CNN's input length L), in row order."""
     counts = np.zeros(len(promoters), dtype=np.int64)
-    for chromosome, rows in promoters.groupby("chromosome", sort=False):
+    for chromosome, positions in promoters.groupby("chromosome", sort=False).indices.items():
+        rows = promoters.iloc[positions]
         _, first, last = _ranges(
             probes, chromosome, rows["start"].to_numpy() - window_bp,
             rows["end"].to_numpy() + window_bp,
         )
-        counts[promoters.index.get_indexer(rows.index)] = last - first
+        counts[positions] = last - first
     return counts
 
 
