@@ -105,11 +105,11 @@ class Warehouse(ConfigurableResource):
         staging_root.mkdir(parents=True, exist_ok=True)
         self._sweep_orphans(staging_root)
         staging = staging_root / f"{table}-{uuid.uuid4().hex}"
-        alive = FileLock(staging.with_name(staging.name + ".lock"))
-        alive.acquire()
-        staging.mkdir()
+        alive = FileLock(staging.with_name(staging.name + ".lock"))  # held while this writer lives
         writer = PartitionWriter(staging)
         try:
+            alive.acquire()
+            staging.mkdir()
             yield writer
             writer.close()
             if _locked:
