@@ -57,12 +57,18 @@ class TrainingConfig(Config):
     channels: str = Field(default="adaptive", description="'adaptive' (paper) or 'fixed' (64/32).")
     trainer: str = Field(default="batched", description="'batched' (fast) or 'reference'.")
     tissue: str = Field(default="all", description="'all', 'tumour' or 'normal' samples only.")
+    restore_best_weights: bool = Field(
+        default=True,
+        description="Restore the best epoch's weights after early stopping (the paper). False "
+        "keeps the last epoch's, as the authors' script does in effect: set it with protocol "
+        "'published' for an exact audit.",
+    )
 
     def train_config(self, precision: str) -> TrainConfig:
         return TrainConfig(
             max_epochs=self.max_epochs, patience=self.patience, lr=self.learning_rate,
             batch_size=self.batch_size or None, seed=self.seed, channels=self.channels,
-            precision=precision,
+            precision=precision, restore_best_weights=self.restore_best_weights,
         )
 
 

@@ -504,8 +504,9 @@ def _minibatch_plan(group: _Group, batch_size: int):
 
 def _collect(group: _Group, done: torch.Tensor, out: dict[int, TrainResult]) -> None:
     stopping, layout = group.stopping, group.layout
+    weights = stopping.best if group.config.restore_best_weights else group.flat
     for i in done.cpu().tolist():
-        state = layout.to_state(stopping.best[i])
+        state = layout.to_state(weights[i])
         model = model_from_state(state, layout.input_size, layout.channels)
         out[group.ids[i]] = TrainResult(
             model.eval(),

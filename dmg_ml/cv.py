@@ -8,11 +8,12 @@ a scaler fitted on the outer training folds only. The scored fold is never seen 
 ``published`` (audit mode; label its figures as such): the authors' code path. Ungrouped
 ``KFold(5, shuffle=True, random_state=42)``, one model carried across the five folds (fold k starts
 from the weights fold k-1 ended with, with a fresh Adam as in their loop), early stopping on the
-scored fold itself. The scaler is fitted as in honest mode (the authors scaled nothing). One more
-difference from their script: it stores ``best_model_state = model.state_dict()``, a reference to
-the live weights, so its "restore the best weights" restores nothing; here the best weights are
-restored in both protocols. The authors averaged per-fold squared Pearson correlations; the
-per-fold figures are in ``fold_metrics`` for that.
+scored fold itself. The scaler is fitted as in honest mode (the authors scaled nothing). Their
+script stores ``best_model_state = model.state_dict()``, a reference to the live weights, so its
+"restore the best weights" restores nothing: each fold ends with (and hands on) its last epoch's
+weights. Both protocols restore the best weights by default, as the paper describes;
+``TrainConfig(restore_best_weights=False)`` reproduces the script. The authors averaged per-fold
+squared Pearson correlations; the per-fold figures are in ``fold_metrics`` for that.
 
 Fold assignment depends only on the samples, patients and seed, so every gene of a cohort gets the
 same folds.

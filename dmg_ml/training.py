@@ -39,7 +39,9 @@ class TrainConfig:
 
     ``batch_size=None`` trains full-batch as the authors did; an int trains on shuffled
     mini-batches. ``precision="bf16"`` runs the network's matmuls and convolutions in bfloat16
-    autocast (weights, optimiser state and losses stay fp32).
+    autocast (weights, optimiser state and losses stay fp32). ``restore_best_weights=False``
+    keeps the weights of the last epoch run instead of the best epoch's: what the authors' script
+    does in effect (its "best" state is a reference to the live weights), for an exact audit.
     """
 
     max_epochs: int = 700
@@ -49,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     channels: str = "adaptive"
     precision: str = "fp32"
+    restore_best_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -61,7 +64,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """A fitted model (best weights restored) and how training went."""
+    """A fitted model (best weights restored, unless the config said not to) and how training
+    went."""
 
     model: AdaptiveRegressionCNN
     epochs_run: int
@@ -163,7 +167,8 @@ def fit_reference(
             wait += 1
             if wait >= config.patience:
                 break
-    model.load_state_dict(best_state)
+    if config.restore_best_weights:
+        model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, epochs_run=epoch, best_epoch=best_epoch, best_valid_loss=best_loss)
 

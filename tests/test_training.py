@@ -181,3 +181,30 @@ def test_bf16_trains_close_to_fp32() -> None:
     for a, b in zip(fp32, bf16, strict=True):
         assert b.epochs_run == 40
         assert b.best_valid_loss == pytest.approx(a.best_valid_loss, rel=0.05)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("trainer", ["reference", "batched"])
+def test_without_restore_the_model_is_the_last_epochs(trainer: str) -> None:
+    """restore_best_weights=False keeps what the last epoch left, as the authors' script does."""
+    task = make_tasks(sizes=(40,))[0]
+
+    def fit(config: TrainConfig):
+        if trainer == "batched":
+            return fit_batched([task], config)[0]
+        return fit_reference(
+            task.X_train, task.y_train, task.X_valid, task.y_valid, config, seed=task.seed
+        )
+
+    stopped = fit(TrainConfig(max_epochs=300, patience=3, restore_best_weights=False))
+    assert stopped.epochs_run - stopped.best_epoch == 3  # stopped early, past its best epoch
+    best = fit(TrainConfig(max_epochs=300, patience=3))
+    assert valid_loss(best.model, task) == pytest.approx(best.best_valid_loss, rel=1e-4)
+    assert valid_loss(stopped.model, task) > stopped.best_valid_loss * (1 + 1e-4)
+    run = stopped.epochs_run  # the same epochs without early stopping end on the same weights
+    fixed = fit(TrainConfig(max_epochs=run, patience=run + 1, restore_best_weights=False))
+    for name, value in _weights(fixed.model).items():
+        torch.testing.assert_close(_weights(stopped.model)[name], value)
