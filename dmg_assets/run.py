@@ -44,10 +44,12 @@ def _training_config(args: argparse.Namespace) -> dict:
         config["max_epochs"] = args.max_epochs
     if args.patience is not None:
         config["patience"] = args.patience
+    if args.keep_last_weights:
+        config["restore_best_weights"] = False
     return {"ops": {"cnn_models": {"config": config}}}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohorts", nargs="+", default=list(DEFAULT_COHORTS))
     parser.add_argument("--train", nargs="*", default=["BRCA"], help="cohorts to train on")
@@ -55,7 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="honest", choices=["honest", "published"])
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--keep-last-weights", action="store_true",
+        help="keep each fold's last-epoch weights, as the authors' script does in effect",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cohorts = [c.upper() for c in args.cohorts]
     train = [c.upper() for c in args.train]
 

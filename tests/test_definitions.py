@@ -24,3 +24,15 @@ def test_sensor_registers_missing_default_cohorts_once():
     instance.add_dynamic_partitions(cohort_partitions.name, list(request.partition_keys))
     skipped = register_default_cohorts(build_sensor_context(instance=instance))
     assert not isinstance(skipped, SensorResult)
+
+
+def test_run_driver_maps_its_flags_to_training_config():
+    from dmg_assets.run import _training_config, build_parser
+    from dmg_assets.training import TrainingConfig
+
+    args = build_parser().parse_args(["--protocol", "published", "--keep-last-weights"])
+    config = _training_config(args)["ops"]["cnn_models"]["config"]
+    assert config == {
+        "window_bp": 1_000_000, "protocol": "published", "restore_best_weights": False,
+    }
+    TrainingConfig(**config)  # every key is a field of the asset's config
