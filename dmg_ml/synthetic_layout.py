@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dmg_ml.genome import CHROMOSOMES, HG19_LENGTHS, PROMOTER_HALF_WIDTH, load_promoters
+from dmg_ml.preprocess import MAX_MISSING_FRACTION
 from dmg_ml.windows import window_counts
 
 
@@ -499,7 +500,8 @@ def window_lengths(spec: SyntheticSpec, window_bp: int, seed: int = 0) -> pd.Ser
     lengths from this distribution.
     """
     layout = build_layout(spec, seed)
-    usable = (layout.chrom >= 0) & (layout.chrom < CHRY) & (layout.missing_rate <= 0.2)
+    placed = (layout.chrom >= 0) & (layout.chrom < CHRY)
+    usable = placed & (layout.missing_rate <= MAX_MISSING_FRACTION)
     probes = pd.DataFrame(
         {
             "probe_id": layout.probe_ids[usable],
