@@ -175,14 +175,6 @@ def test_bad_input_is_refused() -> None:
         honest_splits(np.array(["p1", "p2", "p1"]), n_folds=5)
 
 
-def _all_in_one_batch(genes, config, device, n_folds):
-    """What ``_gene_batches`` does on CUDA with room to spare: genes of one length together."""
-    by_length: dict[int, list[int]] = {}
-    for i, g in enumerate(genes):
-        by_length.setdefault(g.X.shape[1], []).append(i)
-    return list(by_length.values())
-
-
 @pytest.mark.parametrize("protocol", ["honest", "published"])
 def test_genes_trained_together_match_genes_trained_alone(monkeypatch, protocol) -> None:
     """The CUDA path stacks the folds of several genes into one model; run it on the CPU.
@@ -193,7 +185,13 @@ def test_genes_trained_together_match_genes_trained_alone(monkeypatch, protocol)
     data = [gene("A", True, seed=11), gene("B", False, seed=12), gene("C", True, seed=13)]
     config = TrainConfig(max_epochs=30, patience=5)
     alone = cross_validate(data, protocol=protocol, config=config)
-    monkeypatch.setattr(cv, "_gene_batches", _all_in_one_batch)
+    cuda_batches = cv._gene_batches  # batches as planned for a GPU with memory to spare
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 40, 1 << 41))
+    monkeypatch.setattr(
+        cv, "_gene_batches", lambda genes, config, _, folds: cuda_batches(genes, config, gpu, folds)
+    )
+    assert cv._gene_batches(data, config, torch.device("cpu"), 5) == [[0, 1, 2]]
     together = cross_validate(data, protocol=protocol, config=config)
     for a, t in zip(alone, together, strict=True):
         assert t.gene == a.gene
