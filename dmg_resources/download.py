@@ -1,11 +1,19 @@
 """Resumable, verified downloads of one URL (``http(s)://`` or ``file://``) into a local file.
 
-The body is streamed to ``<dest>.part`` and only moved onto ``<dest>`` once its size (against
-the server's Content-Length / Content-Range) and, for ``.gz`` names, its gzip CRC have been
-checked, so a half-written file never sits under the final name. A sidecar ``<dest>.json``
-records where the file came from, its sha256 and the server's validators (ETag,
-Last-Modified, Content-Length); the next call sends a HEAD request and reuses the file when
-they are unchanged. A ``<dest>.lock`` file lock keeps two processes from writing one file.
+The body is streamed to ``<dest>.part`` and only moved onto ``<dest>`` once it has been
+verified, so a half-written or wrong file never sits under the final name:
+
+- its size against the server's Content-Length / Content-Range;
+- its kind against the name: a ``.gz`` must start with the gzip magic bytes and pass the
+  gzip CRC and length check; any other name (the probe map is a plain TSV) must be text, not
+  an HTML/XML page (an error or login page) and not binary. A refused body is not retried
+  and leaves no ``.part`` behind.
+
+A sidecar ``<dest>.json`` records where the file came from, its sha256 and the server's
+validators (ETag, Last-Modified, Content-Length). The next call reuses the file only when its
+size matches the sidecar, a HEAD request shows the validators unchanged, and then its sha256
+still matches; otherwise it is downloaded again. A ``<dest>.lock`` file lock keeps two
+processes from writing one file.
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20
 PROGRESS_INTERVAL_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 60.0
+GZIP_MAGIC = b"\x1f\x8b"
+MARKUP_CONTENT_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "text/xml", "application/xml"}
+)
 
 Progress = Callable[[int, int | None], None]
 
@@ -79,6 +91,7 @@ class _Fetched:
     last_modified: str | None
     content_length: int | None
     resumed_from: int
+    content_type: str | None
 
 
 class _LocalFileAdapter(FileAdapter):
@@ -167,7 +180,7 @@ def _download_fresh(
 
     fetched, attempts = fetch()
     try:
-        _verify(part, dest, url)
+        _verify(part, dest, url, fetched.content_type)
     except DownloadError:
         if not fetched.resumed_from:
             raise
@@ -175,7 +188,7 @@ def _download_fresh(
         log.warning("%s: resumed file failed verification; downloading it from the start", url)
         fetched, more = fetch()
         attempts += more
-        _verify(part, dest, url)
+        _verify(part, dest, url, fetched.content_type)
     _install(part, dest, url, fetched)
     return Download(dest, url, fetched.size_bytes, fetched.sha256, reused=False, attempts=attempts)
 
@@ -250,6 +263,7 @@ def _stream_to_part(
         last_modified=response.headers.get("Last-Modified") or state.get("last_modified"),
         content_length=total,
         resumed_from=offset,
+        content_type=response.headers.get("Content-Type") or state.get("content_type"),
     )
 
 
@@ -285,15 +299,14 @@ def _complete_part(response: requests.Response, part: Path, state: dict[str, Any
     if match is None or int(match.group(1)) != size:
         part.unlink(missing_ok=True)
         raise _TransientError(f"server cannot resume at byte {size}; restarting from zero")
-    digest = hashlib.sha256()
-    _hash_file(part, digest)
     return _Fetched(
         size_bytes=size,
-        sha256=digest.hexdigest(),
+        sha256=_file_sha256(part),
         etag=state.get("etag"),
         last_modified=state.get("last_modified"),
         content_length=size,
         resumed_from=size,
+        content_type=state.get("content_type"),
     )
 
 
@@ -336,15 +349,58 @@ def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
         yield chunk
 
 
-def _verify(part: Path, dest: Path, url: str) -> None:
-    """Check a ``.gz`` download end to end (CRC and length); drop the part if it is bad."""
+def _verify(part: Path, dest: Path, url: str, content_type: str | None) -> None:
+    """Check the body is the kind of file ``dest`` names and a ``.gz`` end to end (CRC, length).
+
+    A bad part is dropped with its state, so the next run starts from zero, not resumes it.
+    """
+    _check_content(part, dest, url, content_type)
     if not dest.name.endswith(".gz"):
         return
     problem = _gzip_problem(part)
     if problem is not None:
-        part.unlink(missing_ok=True)
-        _sibling(part, ".json").unlink(missing_ok=True)
+        _drop_part(part)
         raise DownloadError(f"{url}: downloaded file is a truncated or corrupt gzip ({problem})")
+
+
+def _check_content(part: Path, dest: Path, url: str, content_type: str | None) -> None:
+    """Refuse a body that cannot be the file ``dest`` names, such as an error or login page.
+
+    Servers answer 200 with an HTML page for a wrong or expired link; cached, it would fail
+    much later as a parse error. Only the first chunk is looked at.
+    """
+    with part.open("rb") as stream:
+        head = stream.read(CHUNK_BYTES)
+    if dest.name.endswith(".gz"):
+        refused, expected = not head.startswith(GZIP_MAGIC), "not a gzip file"
+    else:
+        refused, expected = _is_markup(head, content_type) or b"\0" in head, "expected plain text"
+    if refused:
+        _drop_part(part)
+        raise DownloadError(f"{url}: {expected}, received {_describe(head, content_type)}")
+
+
+def _is_markup(head: bytes, content_type: str | None) -> bool:
+    """An HTML/XML page by its Content-Type or by its first non-blank byte being ``<``."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    body = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return media_type in MARKUP_CONTENT_TYPES or body.startswith(b"<")
+
+
+def _describe(head: bytes, content_type: str | None) -> str:
+    """What a body looks like, for error messages: its kind, Content-Type and first bytes."""
+    if _is_markup(head, content_type):
+        kind = "an HTML/XML page"
+    elif b"\0" in head:
+        kind = "binary data"
+    else:
+        kind = "text"
+    return f"{kind} (Content-Type {content_type or 'not given'}, starting {head[:40]!r})"
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _sibling(part, ".json").unlink(missing_ok=True)
 
 
 def _gzip_problem(path: Path) -> str | None:
@@ -378,7 +434,13 @@ def _install(part: Path, dest: Path, url: str, fetched: _Fetched) -> None:
 def _reuse_if_unchanged(
     session: requests.Session, url: str, dest: Path, timeout_seconds: float
 ) -> Download | None:
-    """The cached ``dest`` when its sidecar matches the server's current validators."""
+    """The cached ``dest`` when its sidecar matches the server's current validators and the
+    file's sha256 still matches the sidecar's.
+
+    The cheap checks (size, then HEAD validators) come first; hashing is last because it reads
+    the whole file, a few seconds for a 1.2 GB matrix, which is accepted so that a corrupted or
+    edited cache entry is downloaded again instead of failing on every later run.
+    """
     record = _read_json(_sibling(dest, ".json"))
     if not record or record.get("url") != url or not isinstance(record.get("sha256"), str):
         return None
@@ -389,6 +451,9 @@ def _reuse_if_unchanged(
         return None
     remote = _remote_validators(session, url, timeout_seconds)
     if remote is None or not _same_version(remote, record):
+        return None
+    if _file_sha256(dest) != record["sha256"]:
+        log.warning("%s: cached file's sha256 differs from its sidecar; downloading again", dest)
         return None
     return Download(dest, url, record["size_bytes"], record["sha256"], reused=True, attempts=0)
 
@@ -447,6 +512,7 @@ def _write_part_state(part: Path, url: str, response: requests.Response) -> dict
         "url": url,
         "etag": response.headers.get("ETag"),
         "last_modified": response.headers.get("Last-Modified"),
+        "content_type": response.headers.get("Content-Type"),
     }
     _write_json(_sibling(part, ".json"), state)
     return state
@@ -467,6 +533,12 @@ class _ProgressReporter:
         if final or now - self._last >= PROGRESS_INTERVAL_SECONDS:
             self._last = now
             self._callback(done, self._total)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_file(path, digest)
+    return digest.hexdigest()
 
 
 def _hash_file(path: Path, digest: Any) -> None:

@@ -51,7 +51,8 @@ class FileServer:
     """Serves the files under ``root``; ``url`` is the base URL, ending in '/'.
 
     ``headers`` are added to every file response (e.g. ``Content-Encoding: gzip``, as S3 sends
-    for objects uploaded with that metadata).
+    for objects uploaded with that metadata); a ``Content-Type`` among them replaces the
+    default ``application/octet-stream``.
     """
 
     def __init__(self, root: Path, headers: dict[str, str] | None = None) -> None:
@@ -183,13 +184,16 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = span if span is not None else (0, len(data) - 1)
         body = data[start : end + 1]
         self.send_response(206 if span is not None else 200)
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header(
+            "Content-Type", owner.headers.get("Content-Type", "application/octet-stream")
+        )
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", last_modified)
         for name, value in owner.headers.items():
-            self.send_header(name, value)
+            if name != "Content-Type":
+                self.send_header(name, value)
         if span is not None:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()

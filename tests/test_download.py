@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,41 @@ def bump_mtime(path: Path) -> None:
     """Make a rewritten file's mtime differ from the original's, whatever the clock resolution."""
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+
+PROBE_MAP = (
+    "#id\tgene\tchrom\tchromStart\tchromEnd\tstrand\n"
+    "cg00000029\tRBL2\tchr16\t53468112\t53468112\t+\n"
+    "cg00000108\tC3orf35\tchr3\t37459206\t37459206\t+\n"
+)
+HTML_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+    "<body><form action='/login'></form></body></html>\n"
+)
+
+
+def write_probe_map(remote: Path, text: str | bytes = PROBE_MAP) -> str:
+    """``text`` as the hub's probe map (a plain TSV without extension); its URL path."""
+    path = remote / "probeMap" / "map"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return "probeMap%2Fmap"
+
+
+def edit_in_place(path: Path, offset: int, new: bytes) -> None:
+    """Overwrite bytes of ``path`` at ``offset``, keeping its size and mtime."""
+    st = path.stat()
+    with path.open("r+b") as stream:
+        stream.seek(offset)
+        stream.write(new)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+
+
+def assert_nothing_cached(dest: Path) -> None:
+    """No file under the final name, no sidecar and no ``.part`` to resume from."""
+    for suffix in ("", ".json", ".part", ".part.json"):
+        assert not dest.with_name(dest.name + suffix).exists(), suffix
 
 
 def test_plain_download_records_sha256_and_sidecar(server: FileServer, remote: Path, tmp_path):
@@ -160,6 +197,79 @@ def test_corrupt_gzip_crc_is_rejected(server: FileServer, remote: Path, tmp_path
     assert not (tmp_path / "m.gz").exists()
 
 
+def test_html_page_for_a_gz_name_is_refused_at_once(server: FileServer, remote: Path, tmp_path):
+    (remote / "m.gz").write_text(HTML_PAGE)
+    dest = tmp_path / "m.gz"
+
+    expected = rf"{re.escape(server.url)}m\.gz: not a gzip file, received an HTML/XML page"
+    with pytest.raises(DownloadError, match=expected):
+        download(server.url + "m.gz", dest, **FAST)
+
+    assert len(server.requests_for("m.gz", "GET")) == 1
+    assert_nothing_cached(dest)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        HTML_PAGE,
+        "\ufeff\r\n  <html><body>Not Found</body></html>\n",
+        '<?xml version="1.0"?><Error><Code>AccessDenied</Code></Error>\n',
+        "<Error>AccessDenied</Error>\n",
+    ],
+    ids=["doctype", "bom-html", "xml", "tag"],
+)
+def test_markup_body_for_a_plain_name_is_refused_then_a_good_one_downloads(
+    server: FileServer, remote: Path, tmp_path, body: str
+):
+    path = write_probe_map(remote, body)
+    dest = tmp_path / "map"
+
+    expected = rf"{re.escape(server.url + path)}: expected plain text, received an HTML/XML page"
+    with pytest.raises(DownloadError, match=expected):
+        download(server.url + path, dest, **FAST)
+
+    assert len(server.requests_for("probeMap/map", "GET")) == 1
+    assert_nothing_cached(dest)
+    write_probe_map(remote)
+    bump_mtime(remote / "probeMap" / "map")
+    result = download(server.url + path, dest, **FAST)
+    assert not result.reused and result.sha256 == sha256(PROBE_MAP.encode())
+    assert dest.read_text() == PROBE_MAP
+
+
+def test_text_html_content_type_for_a_plain_name_is_refused(
+    server: FileServer, remote: Path, tmp_path
+):
+    path = write_probe_map(remote, "Access denied. Please <a href='/login'>sign in</a>.\n")
+    dest = tmp_path / "map"
+
+    with FileServer(remote, headers={"Content-Type": "text/html; charset=utf-8"}) as html:
+        expected = (
+            rf"{re.escape(html.url + path)}: expected plain text, received an HTML/XML page "
+            r"\(Content-Type text/html"
+        )
+        with pytest.raises(DownloadError, match=expected):
+            download(html.url + path, dest, **FAST)
+        assert len(html.requests_for("probeMap/map", "GET")) == 1
+
+    assert_nothing_cached(dest)
+    write_probe_map(remote)
+    result = download(server.url + path, dest, **FAST)
+    assert dest.read_text() == PROBE_MAP and result.sha256 == sha256(PROBE_MAP.encode())
+
+
+def test_binary_body_for_a_plain_name_is_refused(server: FileServer, remote: Path, tmp_path):
+    path = write_probe_map(remote, gzip.compress(PROBE_MAP.encode(), mtime=0))
+    dest = tmp_path / "map"
+
+    with pytest.raises(DownloadError, match=r"map: expected plain text, received binary data"):
+        download(server.url + path, dest, **FAST)
+
+    assert len(server.requests_for("probeMap/map", "GET")) == 1
+    assert_nothing_cached(dest)
+
+
 def test_stale_part_from_a_crashed_run_is_resumed(server: FileServer, remote: Path, tmp_path):
     data = write_gzip(remote / "m.gz")
     dest = tmp_path / "m.gz"
@@ -243,6 +353,40 @@ def test_cached_file_of_the_wrong_size_is_downloaded_again(
 
     assert not again.reused
     assert dest.read_bytes() == data
+
+
+def test_cached_gzip_with_a_flipped_byte_is_downloaded_again(
+    server: FileServer, remote: Path, tmp_path, caplog: pytest.LogCaptureFixture
+):
+    data = write_gzip(remote / "m.gz")
+    dest = tmp_path / "m.gz"
+    download(server.url + "m.gz", dest, **FAST)
+    edit_in_place(dest, len(data) // 2, bytes([data[len(data) // 2] ^ 0x01]))
+
+    with caplog.at_level(logging.WARNING, logger="dmg_resources.download"):
+        again = download(server.url + "m.gz", dest, **FAST)
+
+    assert not again.reused
+    assert dest.read_bytes() == data
+    assert again.sha256 == sha256(data) == sha256(dest.read_bytes())
+    assert [r.method for r in server.requests_for("m.gz")] == ["GET", "HEAD", "GET"]
+    assert f"{dest}: cached file's sha256 differs from its sidecar" in caplog.text
+
+
+def test_cached_probe_map_edited_in_place_is_downloaded_again(
+    server: FileServer, remote: Path, tmp_path
+):
+    path = write_probe_map(remote)
+    dest = tmp_path / "map"
+    download(server.url + path, dest, **FAST)
+    edit_in_place(dest, PROBE_MAP.index("chr16"), b"chr17")
+
+    again = download(server.url + path, dest, **FAST)
+
+    assert not again.reused
+    assert dest.read_text() == PROBE_MAP
+    assert again.sha256 == sha256(PROBE_MAP.encode())
+    assert download(server.url + path, dest, **FAST).reused
 
 
 def test_progress_is_reported(server: FileServer, remote: Path, tmp_path):
