@@ -2,24 +2,34 @@
 
 Why Parquet files and not DuckDB tables: DuckDB allows one writing process per database file, so
 partitions materialised at once by several processes fail with "Could not set lock on file" (the
-known dagster-duckdb pain). Here a partition is written to a staging directory and moved into place
-with a rename, so concurrent writers never share a file, a failed step leaves the old partition as
-it was, and re-materialising replaces rows instead of appending them. A writer holds a lock on its
-staging directory while it lives; the next writer removes staging whose lock is free (left by a
-process that was killed). The DuckDB file holds only
-views (``warehouse/schema.sql``), refreshed under a file lock; it is opened for a moment, so it is
-never the bottleneck, and the data stays safe even if a user holds it open.
+known dagster-duckdb pain). Here a step stages its partitions in a private directory and moves
+them into place with renames, so concurrent writers never share a file, a failed step leaves the
+old partitions as they were, and re-materialising replaces rows instead of appending them.
+
+A step's writes are one transaction: the tables it writes become visible together. Before the
+first rename the transaction writes a journal of its moves; a process killed between two renames
+leaves that journal behind, and the next reader or writer of the warehouse completes the moves
+(roll forward) before it reads or stages anything, so tables written together never disagree.
+Each transaction holds a lock on its staging directory while it lives; staging whose lock is free
+belongs to a dead process and is removed. A partition with rows is never replaced by an empty one
+unless ``allow_empty_replacement`` says so.
+
+The DuckDB file holds only views (``warehouse/schema.sql``), with paths relative to its own
+directory, so a copied data directory reads its own files. It is rebuilt in a new file and renamed
+into place, so readers never contend with a writer for DuckDB's lock. Open it with
+``warehouse.query.connect`` (or set DuckDB's ``file_search_path`` to the file's directory).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,11 +40,15 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableResource, get_dagster_logger
 from filelock import FileLock, Timeout
 from pydantic import Field
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 _log = logging.getLogger(__name__)
 _VIEW = re.compile(r"create\s+or\s+replace\s+view\s+(\w+)", re.IGNORECASE)
 _PART = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_JOURNAL = "journal.json"
+
+
+class EmptyPartitionError(ValueError):
+    """A step would replace a partition holding rows with an empty one."""
 
 
 def _statements(name: str) -> list[str]:
@@ -64,77 +78,72 @@ class PartitionWriter:
         self.rows += table.num_rows
 
     def close(self) -> None:
-        for writer in self._writers.values():
+        while self._writers:
+            _, writer = self._writers.popitem()
             writer.close()
-        self._writers.clear()
+
+    def abort(self) -> None:
+        """Close every file without raising: the staging is thrown away anyway (disk full...)."""
+        while self._writers:
+            _, writer = self._writers.popitem()
+            with suppress(Exception):
+                writer.close()
 
 
 def _hive(partition: Mapping[str, str]) -> list[str]:
     parts = []
     for key, value in partition.items():
-        if not (_PART.match(key) and _PART.match(str(value))):
+        if not (_PART.match(key) and _PART.match(str(value))) or str(value) in (".", ".."):
             raise ValueError(f"bad partition key/value {key}={value!r}")
         parts.append(f"{key}={value}")
     return parts
 
 
-class Warehouse(ConfigurableResource):
-    """Parquet partitions under ``root`` and a DuckDB file of views over them."""
+def _rows_in(directory: Path) -> int:
+    """Rows of the Parquet files under ``directory`` (footers only)."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in directory.rglob("*.parquet"))
 
-    root: str = Field(
-        default="data/warehouse", description="Directory holding one Parquet tree per table."
-    )
-    database: str = Field(
-        default="data/dmg.duckdb", description="DuckDB file with a view per table (for SQL)."
-    )
 
-    @property
-    def root_path(self) -> Path:
-        return Path(self.root).resolve()
+def _swap(staged: Path, target: Path, trash: Path) -> None:
+    """Move ``staged`` onto ``target``; safe to repeat after a crash at any point."""
+    if not staged.exists():
+        return  # moved already
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        os.replace(target, trash)
+    os.replace(staged, target)
 
-    def partition_dir(self, table: str, partition: Mapping[str, str]) -> Path:
-        return self.root_path.joinpath(table, *_hive(partition))
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with suppress(FileNotFoundError, IsADirectoryError):
+        path.unlink()
+
+
+class Transaction:
+    """Partitions staged by one step, made visible together when the step succeeds."""
+
+    def __init__(self, warehouse: Warehouse, staging: Path) -> None:
+        self.warehouse = warehouse
+        self.staging = staging
+        self._staged: dict[Path, tuple[Path, int, str]] = {}
+        self._locks: dict[Path, FileLock] = {}
 
     @contextmanager
-    def writer(
-        self, table: str, partition: Mapping[str, str], _locked: bool = False
-    ) -> Iterator[PartitionWriter]:
-        """Stage a partition; on success it replaces the old one whole, on error nothing changes."""
-        target = self.partition_dir(table, partition)
-        staging_root = self.root_path / ".staging"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        self._sweep_orphans(staging_root)
-        staging = staging_root / f"{table}-{uuid.uuid4().hex}"
-        alive = FileLock(staging.with_name(staging.name + ".lock"))  # held while this writer lives
-        writer = PartitionWriter(staging)
+    def writer(self, table: str, partition: Mapping[str, str]) -> Iterator[PartitionWriter]:
+        """Stage one partition of ``table``; it replaces the old one whole at commit."""
+        target = self.warehouse.partition_dir(table, partition)
+        if target in self._staged:
+            raise ValueError(f"{table} {dict(partition)} is staged twice in one transaction")
+        writer = PartitionWriter(self.staging / str(len(self._staged)))
         try:
-            alive.acquire()
-            staging.mkdir()
             yield writer
             writer.close()
-            if _locked:
-                self._swap(staging, target)
-            else:
-                with self._lock(target):
-                    self._swap(staging, target)
-            self._publish_quietly()
-        finally:
-            writer.close()
-            shutil.rmtree(staging, ignore_errors=True)
-            alive.release()
-            Path(alive.lock_file).unlink(missing_ok=True)
-
-    @staticmethod
-    def _sweep_orphans(staging_root: Path) -> None:
-        """Remove staging directories whose writer died: nobody holds their lock any more."""
-        for lock_file in staging_root.glob("*.lock"):
-            try:
-                with FileLock(lock_file, timeout=0):
-                    for leftover in (lock_file.stem, f"{lock_file.stem}-old"):
-                        shutil.rmtree(staging_root / leftover, ignore_errors=True)
-            except Timeout:
-                continue  # a live writer
-            lock_file.unlink(missing_ok=True)
+        except BaseException:
+            writer.abort()
+            raise
+        name = f"{table} {dict(partition)}"
+        self._staged[target] = (writer.staging, writer.rows, name)
 
     def write(
         self, table: str, partition: Mapping[str, str], frame: pd.DataFrame | pa.Table
@@ -146,35 +155,169 @@ class Warehouse(ConfigurableResource):
     def replace_rows(
         self, table: str, partition: Mapping[str, str], frame: pd.DataFrame, key: str
     ) -> int:
-        """Replace the rows of ``frame``'s ``key`` values in a partition, keeping the others."""
-        target = self.partition_dir(table, partition)
-        with self._lock(target):
-            if any(target.rglob("*.parquet")):
-                old = pq.ParquetDataset(target, partitioning=None).read().to_pandas()
-                old = old[~old[key].isin(set(frame[key]))]
-                frame = pd.concat([old, frame], ignore_index=True)
-            with self.writer(table, partition, _locked=True) as writer:
-                writer.write(frame)
-        return writer.rows
+        """Replace the rows of ``frame``'s ``key`` values in a partition, keeping the others.
 
-    def _lock(self, target: Path) -> FileLock:
+        The partition stays locked from this read until the commit, so two steps replacing
+        different keys of one partition both keep their rows.
+        """
+        target = self.warehouse.partition_dir(table, partition)
+        self._hold(target)
+        if any(target.rglob("*.parquet")):
+            old = pq.ParquetDataset(target, partitioning=None).read().to_pandas()
+            old = old[~old[key].isin(set(frame[key]))]
+            frame = pd.concat([old, frame], ignore_index=True)
+        return self.write(table, partition, frame)
+
+    def _hold(self, target: Path) -> None:
+        if target not in self._locks:
+            lock = self.warehouse.partition_lock(target)
+            lock.acquire()
+            self._locks[target] = lock
+
+    def commit(self) -> None:
+        """Lock the targets, refuse empty replacements, journal the moves, then make them."""
+        for target in sorted(self._staged):
+            self._hold(target)
+        if not self.warehouse.allow_empty_replacement:
+            for target, (_, rows, name) in self._staged.items():
+                if rows == 0 and target.exists() and (old := _rows_in(target)):
+                    raise EmptyPartitionError(
+                        f"{name}: the step produced 0 rows and would replace the {old:,} rows "
+                        "there; nothing was written (set the warehouse resource's "
+                        "allow_empty_replacement to empty a partition on purpose)"
+                    )
+        moves = [(str(staged), str(target)) for target, (staged, _, _) in self._staged.items()]
+        _write_json_atomically(self.staging / _JOURNAL, moves)
+        _roll_forward(self.staging)
+
+    def release(self) -> None:
+        while self._locks:
+            _, lock = self._locks.popitem()
+            lock.release()
+
+
+def _roll_forward(staging: Path) -> None:
+    """Make the moves a transaction's journal lists; the journal goes last."""
+    journal = staging / _JOURNAL
+    moves = json.loads(journal.read_text())
+    for number, (staged, target) in enumerate(moves):
+        _swap(Path(staged), Path(target), staging / f"old-{number}")
+    journal.unlink()
+
+
+def _write_json_atomically(path: Path, data: object) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+class Warehouse(ConfigurableResource):
+    """Parquet partitions under ``root`` and a DuckDB file of views over them."""
+
+    root: str = Field(
+        default="data/warehouse", description="Directory holding one Parquet tree per table."
+    )
+    database: str = Field(
+        default="data/dmg.duckdb", description="DuckDB file with a view per table (for SQL)."
+    )
+    allow_empty_replacement: bool = Field(
+        default=False,
+        description="Let a step replace a partition that has rows with an empty one. Off, such "
+        "a step fails and the old rows stay (an empty input file must not wipe a cohort).",
+    )
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).resolve()
+
+    @property
+    def _staging_root(self) -> Path:
+        return self.root_path / ".staging"
+
+    def partition_dir(self, table: str, partition: Mapping[str, str]) -> Path:
+        return self.root_path.joinpath(table, *_hive(partition))
+
+    def partition_lock(self, target: Path) -> FileLock:
+        """The lock serialising writers of one partition directory."""
         locks = self.root_path / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
         key = str(target.relative_to(self.root_path)).replace(os.sep, "__")
         return FileLock(locks / f"{key}.lock")
 
-    def _swap(self, staging: Path, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        trash = staging.with_name(staging.name + "-old")
-        if target.exists():
-            os.replace(target, trash)
-        os.replace(staging, target)
-        shutil.rmtree(trash, ignore_errors=True)
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Stage partitions of any tables; on success they replace the old ones together, on
+        error nothing changes. Views are refreshed once, after the commit."""
+        self._staging_root.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        name = uuid.uuid4().hex
+        alive = FileLock(self._staging_root / f"{name}.lock")  # held while this step lives
+        transaction = Transaction(self, self._staging_root / name)
+        alive.acquire()
+        try:
+            transaction.staging.mkdir()
+            yield transaction
+            transaction.commit()
+        finally:
+            transaction.release()
+            _remove(transaction.staging)
+            alive.release()
+            Path(alive.lock_file).unlink(missing_ok=True)
+        self._publish_quietly()
+
+    def recover(self) -> None:
+        """Finish the commits of killed writers and remove the staging they left."""
+        if not self._staging_root.exists():
+            return
+        for lock_file in sorted(self._staging_root.glob("*.lock")):
+            try:
+                with FileLock(lock_file, timeout=0):
+                    self._recover_one(self._staging_root / lock_file.stem)
+            except Timeout:
+                continue  # a live writer
+            lock_file.unlink(missing_ok=True)
+
+    def _recover_one(self, staging: Path) -> None:
+        if (staging / _JOURNAL).exists():
+            targets = sorted(Path(t) for _, t in json.loads((staging / _JOURNAL).read_text()))
+            locks = [self.partition_lock(t) for t in targets]
+            for lock in locks:
+                lock.acquire()
+            try:
+                _roll_forward(staging)
+                _log.warning("completed the commit of a killed writer (%s)", staging.name)
+            finally:
+                for lock in reversed(locks):
+                    lock.release()
+        _remove(staging)
+
+    @contextmanager
+    def writer(self, table: str, partition: Mapping[str, str]) -> Iterator[PartitionWriter]:
+        """Stage one partition; on success it replaces the old one whole, on error nothing
+        changes."""
+        with self.transaction() as transaction, transaction.writer(table, partition) as writer:
+            yield writer
+
+    def write(
+        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame | pa.Table
+    ) -> int:
+        with self.transaction() as transaction:
+            return transaction.write(table, partition, frame)
+
+    def replace_rows(
+        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame, key: str
+    ) -> int:
+        """Replace the rows of ``frame``'s ``key`` values in a partition, keeping the others."""
+        with self.transaction() as transaction:
+            return transaction.replace_rows(table, partition, frame, key)
 
     def _publish_quietly(self) -> None:
         try:
             self.publish_views()
-        except (duckdb.Error, TimeoutError) as exc:
+        except (duckdb.Error, OSError, TimeoutError) as exc:
             get_dagster_logger().warning(
                 f"data written, but the views in {self.database} were not refreshed ({exc}); "
                 "they will be on the next write"
@@ -185,6 +328,7 @@ class Warehouse(ConfigurableResource):
         columns: list[str] | None = None, filters: list[tuple] | None = None,
     ) -> pd.DataFrame:
         """A table's rows (of one partition when given) straight from Parquet."""
+        self.recover()
         base = self.partition_dir(table, partition or {})
         if not any(base.rglob("*.parquet")):
             where = f" partition {dict(partition)}" if partition else ""
@@ -201,10 +345,18 @@ class Warehouse(ConfigurableResource):
             if not d.name.startswith(".") and any(d.rglob("*.parquet"))
         )
 
+    @property
+    def _database_dir(self) -> Path:
+        return Path(self.database).resolve().parent
+
     def view_statements(self) -> list[str]:
-        """CREATE VIEW statements for the tables present, then the derived views."""
+        """CREATE VIEW statements for the tables present, then the derived views.
+
+        Paths are relative to the database file's directory (DuckDB's ``file_search_path``).
+        """
         present = set(self.tables())
-        root = self.root_path.as_posix().replace("'", "''")
+        root = Path(os.path.relpath(self.root_path, self._database_dir)).as_posix()
+        root = root.replace("'", "''")
         chosen = []
         for statement in _statements("schema.sql"):
             match = _VIEW.search(statement)
@@ -214,7 +366,9 @@ class Warehouse(ConfigurableResource):
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with every view; touches no database file."""
+        self.recover()
         connection = duckdb.connect()
+        _search_from(connection, self._database_dir)
         _create_views(connection, self.view_statements())
         return connection
 
@@ -225,25 +379,28 @@ class Warehouse(ConfigurableResource):
     def publish_views(self) -> list[str]:
         """(Re)create the views in the DuckDB file; returns the views it now holds.
 
-        Serialised across processes by a file lock and retried while another program (a user's
-        DuckDB shell, say) holds DuckDB's own lock. Failing here loses no data.
+        The views are written to a new file that is renamed over the old one, so a reader
+        holding the old file keeps reading it and a new reader opens the new one: nobody waits
+        for DuckDB's lock. Publishers are serialised by a file lock. Failing here loses no data.
         """
         database = Path(self.database).resolve()
         database.parent.mkdir(parents=True, exist_ok=True)
-        statements = self.view_statements()
         with FileLock(str(database) + ".lock", timeout=300):
-            return _publish(database, statements)
+            fresh = database.with_name(f".{database.name}.{uuid.uuid4().hex}")
+            try:
+                with duckdb.connect(str(fresh)) as connection:
+                    _search_from(connection, database.parent)
+                    created = _create_views(connection, self.view_statements())
+                os.replace(fresh, database)
+            finally:
+                fresh.unlink(missing_ok=True)
+                Path(str(fresh) + ".wal").unlink(missing_ok=True)
+        return created
 
 
-@retry(
-    retry=retry_if_exception_type(duckdb.IOException),
-    wait=wait_exponential(multiplier=0.2, max=5),
-    stop=stop_after_attempt(8),
-    reraise=True,
-)
-def _publish(database: Path, statements: list[str]) -> list[str]:
-    with duckdb.connect(str(database)) as connection:
-        return _create_views(connection, statements)
+def _search_from(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:
+    path = directory.as_posix().replace("'", "''")
+    connection.execute(f"SET file_search_path = '{path}'")
 
 
 def _create_views(connection: duckdb.DuckDBPyConnection, statements: list[str]) -> list[str]:

@@ -2,11 +2,11 @@
 
 import threading
 
-import duckdb
 from dagster import DagsterInstance, execute_job, reconstructable
 
 from dmg_assets.partitions import cohort_partitions
 from tests.dagster_jobs import data_layer_job
+from warehouse.query import connect
 
 
 def _run_config(hub, data_dir) -> dict:
@@ -44,7 +44,7 @@ def test_two_partitions_at_once_both_land(tiny_hub, tmp_path):
     for thread in threads:
         thread.join(300)
     assert {c: r.success for c, r in results.items()} == {"BRCA": True, "COAD": True}
-    with duckdb.connect(str(tmp_path / "dmg.duckdb"), read_only=True) as connection:
+    with connect(str(tmp_path / "dmg.duckdb")) as connection:
         for table in ("samples", "m_values", "expression", "gene_windows"):
             rows = connection.execute(
                 f"SELECT cohort, count(*) > 0 FROM {table} GROUP BY 1 ORDER BY 1"

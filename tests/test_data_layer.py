@@ -4,7 +4,6 @@ import gzip
 import shutil
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from dmg_resources.warehouse import Warehouse
 from tests.conftest import TINY, materialize_cohort, resources_for
 from tests.http_server import FileServer
+from warehouse.query import connect
 
 TABLES = ["samples", "probes", "m_values", "expression", "gene_promoters", "gene_windows"]
 
@@ -29,7 +29,7 @@ def _snapshot(data_dir) -> dict[str, pd.DataFrame]:
 
 
 def test_every_table_is_queryable_in_the_duckdb_file(built):
-    with duckdb.connect(str(built / "dmg.duckdb"), read_only=True) as connection:
+    with connect(str(built / "dmg.duckdb")) as connection:
         counts = dict(
             connection.execute(
                 "SELECT cohort, count(*) FROM samples WHERE kept GROUP BY 1"

@@ -1,12 +1,17 @@
+import errno
 import multiprocessing as mp
+import shutil
 import subprocess
 import sys
+import time
 
-import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from dmg_resources.warehouse import Warehouse
+from dmg_resources import warehouse as warehouse_module
+from dmg_resources.warehouse import EmptyPartitionError, Warehouse
+from warehouse.query import connect
 
 
 def _warehouse(tmp_path) -> Warehouse:
@@ -34,7 +39,7 @@ def test_rewriting_a_partition_replaces_its_rows(tmp_path):
     warehouse.write("samples", {"cohort": "COAD"}, _samples("COAD", 4))
     counts = warehouse.query("SELECT cohort, count(*) AS n FROM samples GROUP BY 1 ORDER BY 1")
     assert counts.to_dict("list") == {"cohort": ["BRCA", "COAD"], "n": [3, 4]}
-    with duckdb.connect(str(tmp_path / "dmg.duckdb"), read_only=True) as connection:
+    with connect(str(tmp_path / "dmg.duckdb")) as connection:
         assert connection.execute("SELECT count(*) FROM samples").fetchone()[0] == 7
 
 
@@ -121,7 +126,7 @@ def test_concurrent_processes_lose_no_rows_and_never_hit_the_duckdb_lock(tmp_pat
     for worker in workers:
         worker.join(120)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
-    with duckdb.connect(database, read_only=True) as connection:
+    with connect(database) as connection:
         rows = connection.execute(
             "SELECT cohort, count(*) FROM samples GROUP BY 1 ORDER BY 1"
         ).fetchall()
@@ -137,3 +142,125 @@ def test_replace_rows_swaps_only_the_given_keys(tmp_path):
                            key="gene")
     rows = warehouse.read("gene_scores", partition).sort_values("gene")
     assert rows.to_dict("list") == {"gene": ["A", "B", "C"], "r2": [0.1, 0.9, 0.3]}
+
+
+def test_an_empty_frame_never_replaces_a_partition_with_rows(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
+    with pytest.raises(EmptyPartitionError, match=r"samples.*cohort.*BRCA.*5 rows"):
+        warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 0))
+    assert len(warehouse.read("samples", {"cohort": "BRCA"})) == 5
+    permissive = warehouse.model_copy(update={"allow_empty_replacement": True})
+    assert permissive.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 0)) == 0
+    assert warehouse.query("SELECT count(*) AS n FROM samples")["n"].item() == 0
+
+
+KILLED_BETWEEN_SWAPS = """
+import os, signal, sys
+import pandas as pd
+from dmg_resources import warehouse as module
+warehouse = module.Warehouse(root=sys.argv[1], database=sys.argv[2])
+swapped = []
+real_replace = os.replace
+def replace_then_die(src, dst):
+    real_replace(src, dst)
+    if "=" in os.path.basename(str(dst)):  # a staged partition moved into place
+        swapped.append(dst)
+        if len(swapped) == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+module.os.replace = replace_then_die
+with warehouse.transaction() as tx:
+    tx.write("left", {"cohort": "BRCA"}, pd.DataFrame({"gene": ["A", "B"], "run": [2, 2]}))
+    tx.write("right", {"cohort": "BRCA"}, pd.DataFrame({"gene": ["A", "B"], "run": [2, 2]}))
+"""
+
+
+def test_a_step_killed_between_table_swaps_is_completed_not_torn(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    first = pd.DataFrame({"gene": ["A", "B"], "run": [1, 1]})
+    with warehouse.transaction() as tx:
+        tx.write("left", {"cohort": "BRCA"}, first)
+        tx.write("right", {"cohort": "BRCA"}, first)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BETWEEN_SWAPS, warehouse.root, warehouse.database],
+        check=False,
+    )
+    assert killed.returncode == -9
+    runs = {t: set(warehouse.read(t, {"cohort": "BRCA"})["run"]) for t in ("left", "right")}
+    assert runs == {"left": {2}, "right": {2}}
+    assert list((tmp_path / "wh" / ".staging").iterdir()) == []
+
+
+class _DiskFull(pq.ParquetWriter):
+    def write_table(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __del__(self):
+        pass
+
+
+def test_disk_full_reports_enospc_and_removes_its_staging(tmp_path, monkeypatch):
+    warehouse = _warehouse(tmp_path)
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
+    monkeypatch.setattr(warehouse_module.pq, "ParquetWriter", _DiskFull)
+    with pytest.raises(OSError) as raised:
+        warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 3))
+    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.__context__ is None  # the first failure, not one from the cleanup
+    assert list((tmp_path / "wh" / ".staging").iterdir()) == []
+    monkeypatch.undo()
+    assert len(warehouse.read("samples", {"cohort": "BRCA"})) == 5
+
+
+READER = """
+import sys, time, duckdb
+from pathlib import Path
+failures = opens = 0
+deadline = time.monotonic() + 60
+Path(sys.argv[2]).touch()
+while not Path(sys.argv[3]).exists() and time.monotonic() < deadline:
+    try:
+        with duckdb.connect(sys.argv[1], read_only=True) as connection:
+            connection.execute("SELECT count(*) FROM duckdb_views()").fetchall()
+    except duckdb.Error as exc:
+        failures += 1
+        print(exc, file=sys.stderr)
+    opens += 1
+print(opens, failures)
+"""
+
+
+def test_readers_never_fail_while_views_are_refreshed(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
+    stop = tmp_path / "stop"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, warehouse.database, str(flag), str(stop)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        for flag in ready
+    ]
+    while not all(flag.exists() for flag in ready):
+        time.sleep(0.05)
+    for _ in range(40):
+        warehouse.publish_views()
+    stop.touch()
+    results = [r.communicate(timeout=120)[0].split() for r in readers]
+    assert all(int(opens) > 10 for opens, _ in results)
+    assert [int(failures) for _, failures in results] == [0, 0]
+
+
+def test_a_copied_data_directory_reads_its_own_files(tmp_path):
+    original = tmp_path / "original"
+    warehouse = Warehouse(root=str(original / "warehouse"), database=str(original / "dmg.duckdb"))
+    warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    with connect(str(copy / "dmg.duckdb")) as connection:
+        assert connection.execute("SELECT count(*) FROM samples").fetchone()[0] == 5

@@ -1,6 +1,8 @@
 """Run SQL against the warehouse: ``python -m warehouse.query "SELECT ..."`` or a .sql file.
 
-Opens the DuckDB file read-only, so it never blocks a materialisation.
+Opens the DuckDB file read-only, so it never blocks a materialisation. The views read Parquet
+paths relative to the file's directory: ``connect`` sets DuckDB's ``file_search_path`` to it (from
+the DuckDB CLI: ``duckdb -readonly -cmd "SET file_search_path='data'" data/dmg.duckdb``).
 """
 
 import argparse
@@ -10,8 +12,11 @@ import duckdb
 
 
 def connect(database: str = "data/dmg.duckdb") -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the warehouse's views."""
-    return duckdb.connect(database, read_only=True)
+    """A read-only connection to the warehouse's views, wherever the data directory lies."""
+    connection = duckdb.connect(database, read_only=True)
+    directory = Path(database).resolve().parent.as_posix().replace("'", "''")
+    connection.execute(f"SET file_search_path = '{directory}'")
+    return connection
 
 
 def main(argv: list[str] | None = None) -> int:
