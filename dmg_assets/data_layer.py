@@ -32,15 +32,38 @@ from dmg_ml.preprocess import filter_expression
 from dmg_ml.schemas import validate
 from dmg_ml.windows import AUTHORS_CODE_WINDOW, WINDOW_SIZES, promoters_with_probes
 from dmg_ml.windows import gene_windows as build_gene_windows
-from dmg_ml.xena import read_matrix, read_matrix_header, read_probe_map
-from dmg_resources.source import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH, XenaSource
+from dmg_ml.xena import SourceFormatError, read_matrix, read_matrix_header, read_probe_map
+from dmg_resources.source import (
+    EXPRESSION_PATH,
+    METHYLATION_PATH,
+    PROBE_MAP_PATH,
+    XenaSource,
+    validate_cohort,
+)
 from dmg_resources.warehouse import Warehouse
 
 GROUP = "data_layer"
 
 
 def _cohort(context: AssetExecutionContext) -> dict[str, str]:
-    return {"cohort": context.partition_key}
+    """The partition's cohort, checked against the one rule for cohort names.
+
+    A partition added from the UI with a name that breaks the rule is removed again, so it
+    does not stay registered; the step fails before any file is read or written.
+    """
+    cohort = context.partition_key
+    try:
+        validate_cohort(cohort)
+    except ValueError:
+        context.instance.delete_dynamic_partition(cohort_partitions.name, cohort)
+        raise
+    return {"cohort": cohort}
+
+
+def _require_rows(rows: int, what: str, why: str) -> None:
+    """Fail a step whose input gave nothing: an empty table must never replace a cohort."""
+    if rows == 0:
+        raise SourceFormatError(f"{what}: {why}; nothing was written")
 
 
 def _source_paths(cohort: str) -> dict[str, str]:
@@ -67,7 +90,7 @@ def _kept_samples(warehouse: Warehouse, partition: dict[str, str]) -> list[str]:
 def source_files(context: AssetExecutionContext, source: XenaSource) -> MaterializeResult:
     """The cohort's methylation and expression matrices and the probe map, cached locally."""
     metadata: dict[str, object] = {}
-    for name, relative in _source_paths(context.partition_key).items():
+    for name, relative in _source_paths(_cohort(context)["cohort"]).items():
         started = time.monotonic()
         download = source.fetch(relative)
         verb = "reused" if download.reused else "downloaded"
@@ -80,19 +103,33 @@ def source_files(context: AssetExecutionContext, source: XenaSource) -> Material
     return MaterializeResult(metadata=metadata)
 
 
+class SamplesConfig(Config):
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Barcodes to leave out (kept = false), e.g. samples whose methylation is "
+        "mostly missing.",
+    )
+
+
 @asset(
     partitions_def=cohort_partitions, group_name=GROUP, deps=[source_files], kinds={"duckdb"},
     check_specs=[AssetCheckSpec("has_shared_samples", asset="samples")],
 )
 def samples(
-    context: AssetExecutionContext, source: XenaSource, warehouse: Warehouse
+    context: AssetExecutionContext, config: SamplesConfig, source: XenaSource,
+    warehouse: Warehouse,
 ) -> MaterializeResult:
-    """Barcodes of both matrices parsed into patient, sample type and tissue; kept = in both."""
-    paths = _source_paths(context.partition_key)
+    """Barcodes of both matrices parsed into patient, sample type and tissue; kept = in both
+    and not excluded by config."""
+    paths = _source_paths(_cohort(context)["cohort"])
     table = sample_table(
         read_matrix_header(_cached(source, paths["methylation"])),
         read_matrix_header(_cached(source, paths["expression"])),
     )
+    unknown = sorted(set(config.exclude) - set(table["sample"]))
+    if unknown:
+        raise ValueError(f"samples to exclude are in neither matrix: {unknown[:10]}")
+    table["kept"] &= ~table["sample"].isin(config.exclude)
     rows = warehouse.write("samples", _cohort(context), validate("samples", table))
     kept = table[table["kept"]]
     counts = kept["tissue"].value_counts()
@@ -103,8 +140,9 @@ def samples(
             "tumour": int(counts.get("tumour", 0)),
             "normal": int(counts.get("normal", 0)),
             "patients": int(kept["patient"].nunique()),
-            "only_in_methylation": int((table["in_methylation"] & ~table["kept"]).sum()),
-            "only_in_expression": int((table["in_expression"] & ~table["kept"]).sum()),
+            "only_in_methylation": int((table["in_methylation"] & ~table["in_expression"]).sum()),
+            "only_in_expression": int((table["in_expression"] & ~table["in_methylation"]).sum()),
+            "excluded": len(config.exclude),
         }
     )
     yield AssetCheckResult(
@@ -123,9 +161,11 @@ def expression(
     """log2(RSEM + 1) of genes with mean > 1 over the samples kept (DESIGN.md §3 steps 3-4)."""
     partition = _cohort(context)
     kept = _kept_samples(warehouse, partition)
-    path = _cached(source, _source_paths(context.partition_key)["expression"])
+    path = _cached(source, _source_paths(partition["cohort"])["expression"])
     matrix = read_matrix(path, columns=kept)
+    _require_rows(len(matrix), path.name, "the matrix has no data rows")
     expressed = filter_expression(matrix)
+    _require_rows(len(expressed), path.name, "no gene has a mean log2 expression above 1")
     long = (
         expressed.rename_axis(index="gene", columns="sample")
         .stack()
@@ -176,19 +216,23 @@ def m_values_and_probes(
     kept; ``m_values`` holds one row per kept probe and sample, partitioned by chromosome.
     """
     partition = _cohort(context)
-    paths = _source_paths(context.partition_key)
+    paths = _source_paths(partition["cohort"])
     kept_samples = _kept_samples(warehouse, partition)
+    matrix = _cached(source, paths["methylation"])
+    coordinates = read_probe_map(_cached(source, paths["probe_map"]))
     stream = MValueStream(
-        path=_cached(source, paths["methylation"]),
+        path=matrix,
         samples=kept_samples,
-        coordinates=read_probe_map(_cached(source, paths["probe_map"])),
+        coordinates=coordinates,
         max_missing_fraction=config.max_missing_fraction,
         n_neighbors=config.n_neighbors,
         block_bytes=config.block_megabytes << 20,
     )
     imputed = 0
     started = time.monotonic()
-    with warehouse.writer("m_values", partition) as writer:
+    with warehouse.transaction() as transaction, transaction.writer(
+        "m_values", partition
+    ) as writer:
         for number, block in enumerate(stream.blocks(), start=1):
             imputed += int(block.imputed.sum())
             for chromosome in np.unique(block.chromosome):
@@ -201,7 +245,14 @@ def m_values_and_probes(
                 f"({time.monotonic() - started:.0f} s)"
             )
         probes = validate("probes", stream.probe_table())
-    warehouse.write("probes", partition, probes)
+        if not len(probes):
+            why = "the matrix has no data rows" if not stream.n_unlocated else (
+                f"none of its {stream.n_unlocated:,} probes has coordinates in the probe map"
+            )
+            _require_rows(0, matrix.name, why)
+        _require_rows(writer.rows, matrix.name, "every probe is missing in over "
+                      f"{config.max_missing_fraction:.0%} of the samples")
+        transaction.write("probes", partition, probes)
     n_kept = int(probes["kept"].sum())
     expected = n_kept * len(kept_samples)
     yield MaterializeResult(
@@ -221,6 +272,7 @@ def m_values_and_probes(
             "kept": n_kept,
             "dropped_over_missing_limit": len(probes) - n_kept,
             "dropped_without_coordinates": stream.n_unlocated,
+            "probe_map_chromosome_aliases": str(coordinates.attrs.get("chromosome_aliases", {})),
         },
     )
     yield AssetCheckResult(
@@ -249,6 +301,8 @@ def gene_promoters(context: AssetExecutionContext, warehouse: Warehouse) -> Mate
     genes = warehouse.read("expression", partition, columns=["gene"])["gene"].unique()
     probes = warehouse.read("probes", partition, filters=[("kept", "=", True)])
     promoters = promoters_with_probes(load_promoters(), probes, genes)
+    _require_rows(len(promoters), f"gene_promoters of {partition['cohort']}",
+                  "no expressed gene has a kept probe in its promoter")
     rows = warehouse.write("gene_promoters", partition, validate("gene_promoters", promoters))
     return MaterializeResult(
         metadata={
@@ -282,6 +336,7 @@ def gene_windows(
     promoters = warehouse.read("gene_promoters", partition)
     probes = warehouse.read("probes", partition, filters=[("kept", "=", True)])
     windows = validate("gene_windows", build_gene_windows(promoters, probes, config.window_sizes))
+    _require_rows(len(windows), f"gene_windows of {partition['cohort']}", "no CpG in any window")
     rows = warehouse.write("gene_windows", partition, windows)
     sizes = windows.groupby(["window_bp", "gene"]).size().rename("n_cpgs").reset_index()
     summary = (

@@ -1,4 +1,11 @@
-"""The geneEXPLORE preprocessing protocol (DESIGN.md §3): M-values, missingness, imputation."""
+"""The geneEXPLORE preprocessing protocol (DESIGN.md §3): M-values, missingness, imputation.
+
+Values are checked before they are transformed, so that a bad cell fails the step with its probe
+or gene and sample named rather than being dropped or reaching pandera as a bare row number: betas
+outside [0, 1] (``check_beta_range``; ±inf included) and NaN or ±inf in the expression matrix
+(``check_expression_finite``, called by ``filter_expression``; a −inf would otherwise pull its
+gene's mean below the threshold and drop the gene unnoticed).
+"""
 
 from __future__ import annotations
 
@@ -16,16 +23,31 @@ class BetaRangeError(ValueError):
     """A beta value lies outside [0, 1]."""
 
 
+class NonFiniteValueError(ValueError):
+    """A matrix that must hold numbers everywhere holds NaN, inf or −inf."""
+
+
 def check_beta_range(beta: np.ndarray, row_ids: np.ndarray, samples: list[str]) -> None:
     """Raise ``BetaRangeError`` naming a few (probe, sample, value) cells outside [0, 1]."""
     bad = (beta < 0) | (beta > 1)
     if bad.any():
-        rows, cols = np.nonzero(bad)
-        first = zip(rows[:5], cols[:5], strict=True)
-        cells = [(str(row_ids[r]), samples[c], float(beta[r, c])) for r, c in first]
+        cells = _first_cells(beta, bad, row_ids, samples)
         raise BetaRangeError(
             f"{int(bad.sum())} beta value(s) outside [0, 1], e.g. (probe, sample, beta) {cells}"
         )
+
+
+def _first_cells(
+    values: np.ndarray,
+    bad: np.ndarray,
+    row_ids: np.ndarray | pd.Index,
+    columns: list[str] | pd.Index,
+    limit: int = 5,
+) -> list[tuple[str, str, float]]:
+    """(row id, column, value) of the first ``limit`` cells flagged in ``bad``, row by row."""
+    rows, cols = np.nonzero(bad)
+    first = zip(rows[:limit], cols[:limit], strict=True)
+    return [(str(row_ids[r]), str(columns[c]), float(values[r, c])) for r, c in first]
 
 
 def beta_to_m(beta: np.ndarray) -> np.ndarray:
@@ -104,8 +126,28 @@ def _donor_mean(
         return sums / counts, counts < k
 
 
+def check_expression_finite(matrix: pd.DataFrame, source: str) -> None:
+    """Raise ``NonFiniteValueError`` naming ``source``, the count and a few (gene, sample, value)
+    cells when the genes × samples ``matrix`` holds NaN, inf or −inf."""
+    values = matrix.to_numpy()
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        cells = _first_cells(values, bad, matrix.index, matrix.columns)
+        raise NonFiniteValueError(
+            f"{source}: {int(bad.sum())} non-finite expression value(s) (NaN, inf or -inf), "
+            f"e.g. (gene, sample, value) {cells}"
+        )
+
+
 def filter_expression(
-    expression: pd.DataFrame, min_mean: float = MIN_MEAN_EXPRESSION
+    expression: pd.DataFrame, min_mean: float = MIN_MEAN_EXPRESSION, source: str | None = None
 ) -> pd.DataFrame:
-    """Keep genes (rows) whose mean log2 expression over samples (columns) exceeds ``min_mean``."""
+    """Keep genes (rows) whose mean log2 expression over samples (columns) exceeds ``min_mean``.
+
+    Every value must be finite (``check_expression_finite``); ``source`` names the file in the
+    error, by default ``expression.attrs["source"]`` as set by ``xena.read_matrix``.
+    """
+    check_expression_finite(expression, source or expression.attrs.get("source", "expression"))
     return expression[expression.mean(axis=1) > min_mean]

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import DagsterInstance, materialize
 
+from dmg_assets.partitions import cohort_partitions
 from dmg_resources.warehouse import Warehouse
-from tests.conftest import TINY, materialize_cohort, resources_for
+from tests.conftest import DATA_ASSETS, TINY, materialize_cohort, resources_for
 from tests.http_server import FileServer
 from warehouse.query import connect
 
@@ -157,6 +159,20 @@ def _corrupt_disjoint_expression(hub):
     _rewrite_matrix(hub / "TCGA.BRCA.sampleMap/HiSeqV2.gz", edit)
 
 
+def _header_only(relative):
+    def corrupt(hub):
+        _rewrite_matrix(hub / relative, lambda lines: lines[:1])
+
+    return corrupt
+
+
+def _unmatched_chromosome_names(hub):
+    path = hub / "probeMap/illuminaMethyl450_hg19_GPL16304_TCGAlegacy"
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    table["chrom"] = "contig_" + table["chrom"].str.removeprefix("chr")
+    table.to_csv(path, sep="\t", index=False)
+
+
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
@@ -165,8 +181,13 @@ def _corrupt_disjoint_expression(hub):
         (_corrupt_beta_range, "outside [0, 1]"),
         (_corrupt_probe_map, "lacks column(s) ['chromStart']"),
         (_corrupt_disjoint_expression, "shares no sample"),
+        (_header_only("TCGA.BRCA.sampleMap/HumanMethylation450.gz"),
+         "HumanMethylation450.gz: the matrix has no data rows"),
+        (_header_only("TCGA.BRCA.sampleMap/HiSeqV2.gz"), "HiSeqV2.gz: the matrix has no data rows"),
+        (_unmatched_chromosome_names, "contig_"),
     ],
-    ids=["truncated-gzip", "duplicate-barcode", "beta-range", "probe-map-column", "disjoint"],
+    ids=["truncated-gzip", "duplicate-barcode", "beta-range", "probe-map-column", "disjoint",
+         "methylation-header-only", "expression-header-only", "unmatched-chromosomes"],
 )
 def test_bad_input_fails_clearly_and_leaves_the_warehouse(
     corrupt, message, tiny_hub, built_copy, tmp_path
@@ -208,3 +229,75 @@ def test_synthetic_window_lengths_predict_the_built_windows(built):
     )
     expected = window_lengths(TINY, 1_000_000, seed=7)
     assert counts.set_index("gene")["n"].to_dict() == expected.to_dict()
+
+
+def test_a_cohort_name_breaking_the_rule_fails_and_is_unregistered(tiny_hub, tmp_path):
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["brca"])
+    result = materialize(
+        DATA_ASSETS, partition_key="brca", instance=instance, raise_on_error=False,
+        resources=resources_for(str(tiny_hub), tmp_path),
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "invalid cohort name 'brca'" in failure.event_specific_data.error.to_string()
+    assert "brca" not in instance.get_dynamic_partitions(cohort_partitions.name)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "warehouse").exists()
+
+
+def _all_na_sample(hub):
+    def edit(lines):
+        rows = [line.split("\t") for line in lines]
+        for cells in rows[1:]:
+            cells[3] = "NA"
+        return ["\t".join(cells) for cells in rows]
+
+    _rewrite_matrix(hub / "TCGA.BRCA.sampleMap/HumanMethylation450.gz", edit)
+
+
+def _minus_inf_expression(hub):
+    def edit(lines):
+        cells = lines[4].split("\t")
+        cells[2] = "-inf"
+        return [*lines[:4], "\t".join(cells), *lines[5:]]
+
+    _rewrite_matrix(hub / "TCGA.BRCA.sampleMap/HiSeqV2.gz", edit)
+
+
+def test_silent_drops_are_errors_naming_the_sample_or_gene(tiny_hub, built_copy, tmp_path):
+    bad_hub = tmp_path / "bad_hub"
+    shutil.copytree(tiny_hub, bad_hub)
+    before = _snapshot(built_copy)
+    for corrupt, relative, column in [
+        (_all_na_sample, "TCGA.BRCA.sampleMap/HumanMethylation450.gz", 3),
+        (_minus_inf_expression, "TCGA.BRCA.sampleMap/HiSeqV2.gz", 2),
+    ]:
+        shutil.copy(tiny_hub / relative, bad_hub / relative)
+        with gzip.open(bad_hub / relative, "rt") as handle:
+            named = handle.readline().rstrip("\n").split("\t")[column]
+        corrupt(bad_hub)
+        result = materialize_cohort(
+            "BRCA", resources_for(str(bad_hub), built_copy), raise_on_error=False
+        )
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert named in failure.event_specific_data.error.to_string()
+        shutil.copy(tiny_hub / relative, bad_hub / relative)
+    after = _snapshot(built_copy)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(before[table], after[table], obj=table)
+
+
+def test_an_excluded_sample_is_not_kept(tiny_hub, built_copy):
+    resources = resources_for(str(tiny_hub), built_copy)
+    excluded = resources["warehouse"].read("samples", {"cohort": "BRCA"})["sample"].iloc[0]
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+    materialize(
+        DATA_ASSETS, partition_key="BRCA", resources=resources, instance=instance,
+        run_config={"ops": {"samples": {"config": {"exclude": [excluded]}}}},
+    )
+    m = resources["warehouse"].query(
+        "SELECT count(*) FILTER (WHERE sample = ?) AS n, count(DISTINCT sample) AS samples "
+        "FROM m_values WHERE cohort = 'BRCA'", [excluded],
+    )
+    assert m.to_dict("records") == [{"n": 0, "samples": 47}]

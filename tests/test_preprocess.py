@@ -1,3 +1,5 @@
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,12 +8,15 @@ from sklearn.impute import KNNImputer
 from dmg_ml.barcodes import parse_barcodes, sample_table
 from dmg_ml.preprocess import (
     BetaRangeError,
+    NonFiniteValueError,
     beta_to_m,
     check_beta_range,
+    check_expression_finite,
     filter_expression,
     impute_knn,
     missing_fraction,
 )
+from dmg_ml.xena import read_matrix
 
 
 def test_beta_to_m_matches_definition_and_clamps_extremes():
@@ -87,3 +92,38 @@ def test_knn_imputation_equals_scikit_learns_knn_imputer(missing_rate):
     filled, _ = impute_knn(block, n_neighbors=7)
     reference = KNNImputer(n_neighbors=7).fit_transform(block.T).T
     np.testing.assert_allclose(filled, reference, atol=1e-5)
+
+
+def _expression_with(value: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"s1": [5.0, 6.0, 7.0], "s2": [5.0, value, 7.0]}, index=["A", "B", "C"], dtype=np.float32
+    )
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_expression_check_names_gene_sample_and_value(value):
+    with pytest.raises(
+        NonFiniteValueError, match=r"HiSeqV2.gz: 1 non-finite .*\('B', 's2', -?(nan|inf)\)"
+    ):
+        check_expression_finite(_expression_with(value), "HiSeqV2.gz")
+
+
+def test_expression_check_counts_every_bad_cell():
+    frame = _expression_with(np.nan)
+    frame.loc["A", "s1"] = -np.inf
+    frame.loc["C", "s1"] = np.inf
+    with pytest.raises(NonFiniteValueError, match="3 non-finite"):
+        check_expression_finite(frame, "HiSeqV2.gz")
+
+
+def test_filter_expression_rejects_minus_inf_rather_than_dropping_the_gene():
+    with pytest.raises(NonFiniteValueError, match=r"expression: 1 non-finite .*'B', 's2', -inf"):
+        filter_expression(_expression_with(-np.inf))
+
+
+def test_filter_expression_names_the_file_read_matrix_read(tmp_path):
+    path = tmp_path / "HiSeqV2.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("sample\tS1\tS2\nG1\t5\t6\nG2\t7\t-inf\n")
+    with pytest.raises(NonFiniteValueError, match=r"HiSeqV2.gz: .*'G2', 'S2', -inf"):
+        filter_expression(read_matrix(path))
