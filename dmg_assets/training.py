@@ -8,6 +8,7 @@ histogram in the UI.
 
 import json
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import numpy as np
@@ -168,22 +169,15 @@ def _save_checkpoints(
 ) -> list[dict]:
     rows = []
     for result in results:
-        payload = {
-            "gene": result.gene,
-            "protocol": result.protocol,
-            "probe_ids": list(probe_ids[result.gene]),
-            "folds": result.checkpoints,
-            "config": config_json,
-            "run_id": run_id,
-        }
-        path, digest = store.save(
-            payload, partition["cohort"], partition["protocol"], f"w{partition['window_bp']}",
-            result.gene,
+        checkpoint = result.gene_checkpoint(probe_ids[result.gene], config_json, run_id)
+        key, digest = store.save(
+            checkpoint, partition["cohort"], partition["protocol"], f"w{partition['window_bp']}",
+            run_id, result.gene,
         )
         rows.append(
             {
                 "gene": result.gene,
-                "path": str(path),
+                "path": key,
                 "sha256": digest,
                 "n_cpgs": result.n_cpgs,
                 "n_folds": len(result.checkpoints),
@@ -239,15 +233,43 @@ def cnn_models(
         config_json, context.run_id,
     )
     tables = _tables(results, context.run_id, config.trainer, registry)
+    replaced = _registered_keys(warehouse, partition)
+    with warehouse.transaction() as transaction:
+        rows = {
+            name: transaction.replace_rows(name, partition, frame, key="gene")
+            if config.genes else transaction.write(name, partition, frame)
+            for name, frame in tables.items()
+        }
+    _remove_unregistered(checkpoints, replaced - _registered_keys(warehouse, partition))
     for name, frame in tables.items():
-        if config.genes:
-            rows = warehouse.replace_rows(name, partition, frame, key="gene")
-        else:
-            rows = warehouse.write(name, partition, frame)
-        metadata = {"rows": rows, "genes": len(results)}
+        metadata = {"rows": rows[name], "genes": len(results)}
         if name == "cnn_gene_metrics":
             metadata |= _r2_summary(frame)
         yield MaterializeResult(asset_key=name, metadata=metadata)
+
+
+def _registered_keys(warehouse: Warehouse, partition: dict[str, str]) -> set[str]:
+    try:
+        return set(warehouse.read("cnn_checkpoints", partition, columns=["path"])["path"])
+    except LookupError:
+        return set()
+
+
+def _remove_unregistered(store: CheckpointStore, keys: set[str]) -> None:
+    """Delete checkpoint files that the committed registry no longer lists.
+
+    Files are written under the run's own directory and the old ones are removed only after
+    the tables are committed, so a run killed at any point leaves a registry whose files are
+    all there, unchanged (at worst a few unlisted files of the killed run).
+    """
+    for key in keys:
+        try:
+            path = store.resolve(key)
+        except ValueError:
+            continue  # a row of the old format, outside the store
+        path.unlink(missing_ok=True)
+        with suppress(OSError):
+            path.parent.rmdir()  # the run's directory, once empty
 
 
 def _r2_summary(genes: pd.DataFrame) -> dict[str, float]:

@@ -108,6 +108,19 @@ class FoldCheckpoint:
 
 
 @dataclass
+class GeneCheckpoint:
+    """A gene's saved models: one ``FoldCheckpoint`` per outer fold and the probe (column) order
+    their inputs take. ``config`` is the run configuration as JSON."""
+
+    gene: str
+    protocol: str
+    probe_ids: list[str]
+    folds: list[FoldCheckpoint]
+    config: str
+    run_id: str
+
+
+@dataclass
 class GeneCVResult:
     """Cross-validated performance of one gene's CNN.
 
@@ -124,6 +137,12 @@ class GeneCVResult:
     n_cpgs: int
     seconds: float
     checkpoints: list[FoldCheckpoint] = field(repr=False)
+
+    def gene_checkpoint(self, probe_ids: Sequence[str], config: str, run_id: str) -> GeneCheckpoint:
+        """The saved form of this gene's fold models; ``probe_ids`` are the columns of ``X``."""
+        return GeneCheckpoint(
+            self.gene, self.protocol, [str(p) for p in probe_ids], self.checkpoints, config, run_id
+        )
 
 
 @dataclass

@@ -1,50 +1,206 @@
-"""Per-gene checkpoint files, written atomically and registered by path and sha256."""
+"""Per-gene checkpoint files: safetensors (never pickle), written atomically, verified on load.
+
+A gene's file, ``<root>/<parts...>/<gene>.safetensors``, holds every fold's weights and scaler as
+tensors (``fold.<k>.state.<name>``, ``fold.<k>.scaler_mean``, ``fold.<k>.scaler_scale``) and the
+rest as the header's string metadata: ``format``, ``gene``, ``protocol``, ``run_id``, ``config``
+(JSON), ``probe_ids`` and ``folds`` (JSON lists; a fold is ``{fold, input_size, channels}``) and
+``content_sha256``, a digest of all of those and of every tensor's name, dtype, shape and bytes, so
+a changed byte is refused even without the registry's sha256 of the whole file.
+
+The registry stores the key (the path relative to ``root``), so a copied data directory reads its
+own files.
+"""
 
 import hashlib
+import json
 import os
 import re
 import uuid
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 import torch
 from dagster import ConfigurableResource
 from pydantic import Field
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
+from dmg_ml.cv import FoldCheckpoint, GeneCheckpoint
+
+FORMAT = "dmg.gene_checkpoint/1"
+SUFFIX = ".safetensors"
+_DIGEST = "content_sha256"
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that was changed, or was never one this project wrote."""
 
 
 class CheckpointStore(ConfigurableResource):
     root: str = Field(default="data/checkpoints", description="Directory of checkpoint files.")
 
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).resolve()
+
+    def key_for(self, *parts: str | int) -> str:
+        """The registry key of ``parts`` (the last names the file): a relative posix path."""
+        if not parts:
+            raise ValueError("a checkpoint needs at least one path part")
+        names = [_safe_name(p) for p in parts]
+        return PurePosixPath(*names[:-1], names[-1] + SUFFIX).as_posix()
+
     def path_for(self, *parts: str | int) -> Path:
-        names = [_SAFE.sub("_", str(p)) for p in parts]
-        return Path(self.root).resolve().joinpath(*names[:-1], f"{names[-1]}.pt")
+        return self.resolve(self.key_for(*parts))
 
-    def save(self, payload: dict[str, Any], *parts: str | int) -> tuple[Path, str]:
-        """Write ``payload`` under ``root/parts...pt``; returns its path and sha256."""
-        path = self.path_for(*parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        try:
-            torch.save(payload, staging)
-            digest = _sha256(staging)
-            os.replace(staging, path)
-        finally:
-            staging.unlink(missing_ok=True)
-        return path, digest
+    def resolve(self, key: str) -> Path:
+        """The file of a registry key; a key that is absolute or climbs out of ``root`` is
+        refused."""
+        steps = str(key).split("/")
+        if PurePosixPath(key).is_absolute() or "\\" in key or any(
+            step in ("", ".", "..") for step in steps
+        ):
+            raise CheckpointError(
+                f"checkpoint key {key!r} is not a plain path relative to the store root "
+                "(registry rows from before the safetensors format hold absolute .pt paths: "
+                "retrain those genes)"
+            )
+        return self.root_path.joinpath(*steps)
 
-    @staticmethod
-    def load(path: str | Path, sha256: str | None = None) -> dict[str, Any]:
-        """Read a checkpoint, refusing one whose bytes no longer match ``sha256``."""
-        if sha256 is not None and _sha256(Path(path)) != sha256:
-            raise ValueError(f"checkpoint {path} does not match its recorded sha256")
-        return torch.load(path, map_location="cpu", weights_only=False)
+    def save(self, checkpoint: GeneCheckpoint, *parts: str | int) -> tuple[str, str]:
+        """Write ``checkpoint`` as ``root/parts....safetensors``; returns its key and sha256."""
+        key = self.key_for(*parts)
+        data = _encode(checkpoint)
+        _write_atomically(self.resolve(key), data)
+        return key, hashlib.sha256(data).hexdigest()
+
+    def load(self, key: str, sha256: str | None = None) -> GeneCheckpoint:
+        """Read the checkpoint of a registry key, refusing one whose bytes no longer match
+        ``sha256`` or its own content digest. Nothing is unpickled, so a crafted file fails to
+        parse and runs nothing."""
+        data = self.resolve(key).read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise CheckpointError(f"checkpoint {key} does not match its recorded sha256")
+        return _decode(data, key)
 
 
-def _sha256(path: Path) -> str:
+def _safe_name(part: str | int) -> str:
+    name = _SAFE.sub("_", str(part))
+    if name in ("", ".", ".."):
+        raise ValueError(f"checkpoint path part {part!r} is empty, '.' or '..'")
+    return name
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Stage beside the target and rename over it: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        with open(staging, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _encode(checkpoint: GeneCheckpoint) -> bytes:
+    tensors: dict[str, torch.Tensor] = {}
+    folds = []
+    for fold in checkpoint.folds:
+        if any(entry["fold"] == fold.fold for entry in folds):
+            raise ValueError(f"{checkpoint.gene}: fold {fold.fold} appears twice")
+        prefix = f"fold.{fold.fold}."
+        for name, tensor in fold.state_dict.items():
+            tensors[f"{prefix}state.{name}"] = tensor.detach().to("cpu", copy=True).contiguous()
+        tensors[f"{prefix}scaler_mean"] = _float64_tensor(fold.scaler_mean)
+        tensors[f"{prefix}scaler_scale"] = _float64_tensor(fold.scaler_scale)
+        folds.append(
+            {"fold": int(fold.fold), "input_size": int(fold.input_size), "channels": fold.channels}
+        )
+    metadata = {
+        "format": FORMAT,
+        "gene": checkpoint.gene,
+        "protocol": checkpoint.protocol,
+        "run_id": checkpoint.run_id,
+        "config": checkpoint.config,
+        "probe_ids": json.dumps([str(p) for p in checkpoint.probe_ids]),
+        "folds": json.dumps(folds),
+    }
+    metadata[_DIGEST] = _content_sha256(tensors, metadata)
+    return save_tensors(tensors, metadata)
+
+
+def _float64_tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(values, dtype=np.float64, copy=True))
+
+
+def _decode(data: bytes, key: str) -> GeneCheckpoint:
+    try:
+        metadata = _header_metadata(data)
+        tensors = load_tensors(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{key} is not a safetensors checkpoint ({exc})") from exc
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{key}: unknown checkpoint format {metadata.get('format')!r}")
+    if metadata.get(_DIGEST) != _content_sha256(tensors, metadata):
+        raise CheckpointError(f"{key}: content does not match its content_sha256 (file changed)")
+    try:
+        return _gene_checkpoint(tensors, metadata)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{key}: malformed checkpoint metadata ({exc!r})") from exc
+
+
+def _header_metadata(data: bytes) -> dict[str, str]:
+    """The header's ``__metadata__`` (safetensors: 8-byte little-endian size, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or size > len(data) - 8:
+        raise ValueError("header size exceeds the file")
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise ValueError("no metadata in the header")
+    return metadata
+
+
+def _content_sha256(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """Digest of the metadata (less this digest) and every tensor's name, dtype, shape, bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    fields = {name: value for name, value in metadata.items() if name != _DIGEST}
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def _gene_checkpoint(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> GeneCheckpoint:
+    return GeneCheckpoint(
+        gene=metadata["gene"],
+        protocol=metadata["protocol"],
+        probe_ids=[str(p) for p in json.loads(metadata["probe_ids"])],
+        folds=[_fold(tensors, entry) for entry in json.loads(metadata["folds"])],
+        config=metadata["config"],
+        run_id=metadata["run_id"],
+    )
+
+
+def _fold(tensors: dict[str, torch.Tensor], entry: dict) -> FoldCheckpoint:
+    prefix = f"fold.{entry['fold']}."
+    state = {
+        name.removeprefix(f"{prefix}state."): tensor
+        for name, tensor in tensors.items()
+        if name.startswith(f"{prefix}state.")
+    }
+    return FoldCheckpoint(
+        fold=int(entry["fold"]),
+        state_dict=state,
+        scaler_mean=tensors[f"{prefix}scaler_mean"].numpy(),
+        scaler_scale=tensors[f"{prefix}scaler_scale"].numpy(),
+        input_size=int(entry["input_size"]),
+        channels=str(entry["channels"]),
+    )

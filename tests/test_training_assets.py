@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 
@@ -12,7 +13,7 @@ from dmg_assets.training import cnn_models, cnn_summary
 from dmg_ml.cv import load_fold_model
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
-from dmg_resources.warehouse import Warehouse
+from dmg_resources.warehouse import Transaction, Warehouse
 
 FAST = {"max_epochs": 25, "patience": 5}
 
@@ -74,12 +75,16 @@ def test_training_writes_metrics_predictions_and_registry(trained):
     assert (n_cpgs["n_cpgs"] == n_cpgs["window_cpgs"]).all()
     registry = warehouse.query("SELECT * FROM cnn_checkpoints")
     assert len(registry) == len(genes) and registry["sha256"].str.len().eq(64).all()
+    expected_keys = (
+        "BRCA/honest/w100000/" + registry["run_id"] + "/" + registry["gene"] + ".safetensors"
+    )
+    assert registry["path"].tolist() == expected_keys.tolist()
 
 
 def test_a_reloaded_checkpoint_reproduces_its_out_of_fold_predictions(trained):
     warehouse = _resources(trained)["warehouse"]
     entry = warehouse.query("SELECT * FROM cnn_checkpoints ORDER BY gene LIMIT 1").iloc[0]
-    payload = CheckpointStore.load(entry["path"], entry["sha256"])
+    checkpoint = _resources(trained)["checkpoints"].load(entry["path"], entry["sha256"])
     stored = warehouse.query(
         "SELECT sample, fold, y_pred FROM cnn_predictions WHERE gene = ?", [entry["gene"]]
     )
@@ -87,10 +92,10 @@ def test_a_reloaded_checkpoint_reproduces_its_out_of_fold_predictions(trained):
         "SELECT probe_id, sample, m_value FROM m_values WHERE cohort = 'BRCA' "
         "AND chromosome = ?", [entry["chromosome"]]
     ).pivot(index="sample", columns="probe_id", values="m_value")
-    for checkpoint in payload["folds"]:
-        model = load_fold_model(checkpoint)
-        rows = stored[stored["fold"] == checkpoint.fold]
-        X = m.loc[rows["sample"], payload["probe_ids"]].to_numpy(np.float32)
+    for fold in checkpoint.folds:
+        model = load_fold_model(fold)
+        rows = stored[stored["fold"] == fold.fold]
+        X = m.loc[rows["sample"], checkpoint.probe_ids].to_numpy(np.float32)
         np.testing.assert_allclose(model.predict(X), rows["y_pred"], rtol=1e-5, atol=1e-5)
 
 
@@ -113,6 +118,46 @@ def test_training_a_gene_list_replaces_only_those_genes(trained, tmp_path):
     assert folds["n"].item() == 5
     with pytest.raises(Exception, match="NOT_A_GENE"):
         _train(data_dir, "chr1", window_bp=100_000, genes=["NOT_A_GENE"])
+
+
+def _registry(data_dir):
+    return _resources(data_dir)["warehouse"].query(
+        "SELECT gene, path, sha256, run_id FROM cnn_checkpoints WHERE chromosome = 'chr1' "
+        "ORDER BY gene"
+    )
+
+
+def test_a_run_dying_at_its_commit_leaves_every_registered_checkpoint_loadable(
+    trained, tmp_path, monkeypatch
+):
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    before = _registry(data_dir)
+
+    def die(self):
+        raise RuntimeError("killed at commit")
+
+    monkeypatch.setattr(Transaction, "commit", die)
+    with pytest.raises(Exception, match="killed at commit"):
+        _train(data_dir, "chr1", window_bp=100_000)
+    monkeypatch.undo()
+    after = _registry(data_dir)
+    pd.testing.assert_frame_equal(before, after)
+    store = _resources(data_dir)["checkpoints"]
+    for path, sha256 in zip(after["path"], after["sha256"], strict=True):
+        assert store.load(path, sha256).folds
+
+
+def test_retraining_removes_the_checkpoints_it_replaces(trained, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    _train(data_dir, "chr1", window_bp=100_000)
+    registry = _resources(data_dir)["warehouse"].query("SELECT path FROM cnn_checkpoints")
+    on_disk = {
+        p.relative_to(data_dir / "checkpoints").as_posix()
+        for p in (data_dir / "checkpoints").rglob("*.safetensors")
+    }
+    assert on_disk == set(registry["path"])
 
 
 def test_published_audit_rows_sit_beside_honest_ones_and_summary_reports_both(trained, tmp_path):

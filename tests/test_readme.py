@@ -1,0 +1,172 @@
+"""README examples run: python blocks against a small trained project laid out as after
+``make run``, sql blocks and ``warehouse.query`` commands through its DuckDB file, the Launchpad
+YAML as the training run config; dependencies pinned to the majors they were tested with.
+
+The tiny test cohort has other genes than the default synthetic one, so a gene the README names
+must be a gene of the default BRCA cohort and is swapped for a trained gene of the tiny one.
+"""
+
+import re
+import shlex
+import shutil
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from dagster import DagsterInstance, MultiPartitionKey, materialize
+from packaging.requirements import Requirement
+
+from dmg_assets.partitions import cohort_partitions
+from dmg_assets.training import cnn_models, cnn_summary
+from dmg_ml.synthetic import SMALL
+from dmg_ml.synthetic_layout import build_layout
+from dmg_resources.checkpoints import CheckpointStore
+from dmg_resources.device import TorchDevice
+from dmg_resources.warehouse import Warehouse
+from warehouse import query
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+FAST = {"max_epochs": 25, "patience": 5}
+GENE_LITERAL = re.compile(r"""\bgene = (['"])([^'"]+)\1""")
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
+
+
+def _sql_statements() -> list[tuple[str, str]]:
+    """(first comment, statement) of every statement of every sql block."""
+    statements = []
+    for block in _blocks("sql"):
+        for chunk in block.split(";"):
+            lines = [line for line in chunk.strip().splitlines() if line.strip()]
+            sql = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
+            if sql:
+                title = next((line.lstrip("- ") for line in lines if line.startswith("--")), sql)
+                statements.append((title[:60], sql))
+    return statements
+
+
+def _query_commands() -> list[list[str]]:
+    """Arguments of every ``python -m warehouse.query`` line of the bash blocks."""
+    commands = []
+    for block in _blocks("bash"):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[1:3] == ["-m", "warehouse.query"]:
+                commands.append(words[3:])
+    return commands
+
+
+def _genes_named(text: str) -> set[str]:
+    return {match.group(2) for match in GENE_LITERAL.finditer(text)}
+
+
+@pytest.fixture(scope="module")
+def default_genes() -> set[str]:
+    """Genes of the default synthetic hub that ``make run`` writes and trains (SMALL, seed 0)."""
+    genes = build_layout(SMALL, 0).genes
+    return set(genes.loc[genes["category"] == "modelled", "gene"])
+
+
+def _resources(data_dir: Path) -> dict:
+    return {
+        "warehouse": Warehouse(
+            root=str(data_dir / "warehouse"), database=str(data_dir / "dmg.duckdb")
+        ),
+        "device": TorchDevice(device="cpu"),
+        "checkpoints": CheckpointStore(root=str(data_dir / "checkpoints")),
+    }
+
+
+def _readme_run_config() -> dict:
+    (block,) = _blocks("yaml")
+    run_config = yaml.safe_load(block)
+    run_config["ops"]["cnn_models"]["config"].update(FAST)
+    return run_config
+
+
+@pytest.fixture(scope="module")
+def project(built, tmp_path_factory, one_thread) -> Path:
+    """A project root holding ``data/`` as ``make run`` leaves it: the tiny BRCA trained on chr1
+    with the README's Launchpad config (fewer epochs), and its cohort summary."""
+    root = tmp_path_factory.mktemp("project")
+    data_dir = root / "data"
+    shutil.copytree(built, data_dir)
+    resources = _resources(data_dir)
+    resources["warehouse"].publish_views()
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+    materialize(
+        [cnn_models], partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
+        resources=resources, instance=instance, run_config=_readme_run_config(),
+    )
+    materialize([cnn_summary], partition_key="BRCA", resources=resources, instance=instance)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_gene(project) -> str:
+    """A trained gene of the tiny cohort, standing in for the default cohort's genes."""
+    warehouse = _resources(project / "data")["warehouse"]
+    return warehouse.query("SELECT min(gene) AS gene FROM cnn_checkpoints")["gene"].item()
+
+
+def _for_tiny(text: str, default_genes: set[str], tiny_gene: str) -> str:
+    def swap(match: re.Match) -> str:
+        quote, gene = match.groups()
+        return f"gene = {quote}{tiny_gene if gene in default_genes else gene}{quote}"
+
+    return GENE_LITERAL.sub(swap, text)
+
+
+def test_the_readme_has_the_examples_this_module_runs() -> None:
+    assert len(_blocks("python")) >= 1 and len(_sql_statements()) >= 6
+    assert len(_query_commands()) == 2 and len(_blocks("yaml")) == 1
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_readme_python_block_runs(project, default_genes, tiny_gene, monkeypatch, index) -> None:
+    code = _blocks("python")[index]
+    named = _genes_named(code)
+    assert named <= default_genes, f"not genes of the default cohort: {named - default_genes}"
+    monkeypatch.chdir(project)
+    namespace: dict = {}
+    exec(compile(_for_tiny(code, default_genes, tiny_gene), f"README python {index}", "exec"),
+         namespace)
+    if "predictions" in namespace:
+        samples = _resources(project / "data")["warehouse"].query(
+            "SELECT count(DISTINCT sample) AS n FROM m_values WHERE cohort = 'BRCA'"
+        )["n"].item()
+        assert namespace["predictions"].shape == (samples,)
+        assert np.isfinite(namespace["predictions"]).all()
+
+
+@pytest.mark.parametrize(("title", "sql"), _sql_statements(), ids=[t for t, _ in _sql_statements()])
+def test_readme_sql_answers(project, default_genes, tiny_gene, title, sql) -> None:
+    with query.connect(str(project / "data" / "dmg.duckdb")) as db:
+        rows = db.execute(_for_tiny(sql, default_genes, tiny_gene)).fetchall()
+    assert not _genes_named(sql) - default_genes, "README names a gene the default cohort lacks"
+    assert rows, f"README query {title!r} returned no rows"
+
+
+@pytest.mark.parametrize("args", _query_commands(), ids=lambda args: args[0][:40])
+def test_readme_query_commands_answer(project, monkeypatch, capsys, args) -> None:
+    monkeypatch.chdir(project)
+    args = [str(ROOT / a) if a.endswith(".sql") else a for a in args]
+    assert query.main(args) == 0
+    assert "Empty DataFrame" not in capsys.readouterr().out
+
+
+def test_every_dependency_is_pinned_to_the_installed_major() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        requirement = Requirement(line)
+        bounds = {spec.operator for spec in requirement.specifier}
+        assert "<" in bounds or "==" in bounds, f"{line}: no upper bound"
+        installed = version(requirement.name)
+        assert requirement.specifier.contains(installed, prereleases=True), (line, installed)
