@@ -3,7 +3,7 @@
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from dmg_ml.runtime import keep_freed_memory
+from dmg_ml.runtime import keep_freed_memory, set_training_threads
 
 
 class TorchDevice(ConfigurableResource):
@@ -25,6 +25,10 @@ class TorchDevice(ConfigurableResource):
         if self.keep_freed_memory:
             kept = keep_freed_memory()
             context.log.debug(f"keep freed memory for reuse: {kept}")
+        # one thread per core this process may use (dmg_ml.runtime.training_threads); importing
+        # dmg_ml already made the OpenMP threads sleep, not spin, while they wait
+        threads = set_training_threads()
+        context.log.debug(f"intra-op threads: {threads}")
 
     def resolve(self) -> str:
         """The concrete device string; asking for CUDA where there is none is an error."""
