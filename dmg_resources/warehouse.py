@@ -128,6 +128,7 @@ class Transaction:
         self.staging = staging
         self._staged: dict[Path, tuple[Path, int, str]] = {}
         self._locks: dict[Path, FileLock] = {}
+        self._opened = 0
 
     @contextmanager
     def writer(self, table: str, partition: Mapping[str, str]) -> Iterator[PartitionWriter]:
@@ -135,7 +136,8 @@ class Transaction:
         target = self.warehouse.partition_dir(table, partition)
         if target in self._staged:
             raise ValueError(f"{table} {dict(partition)} is staged twice in one transaction")
-        writer = PartitionWriter(self.staging / str(len(self._staged)))
+        self._opened += 1
+        writer = PartitionWriter(self.staging / str(self._opened))
         try:
             yield writer
             writer.close()

@@ -264,3 +264,12 @@ def test_a_copied_data_directory_reads_its_own_files(tmp_path):
     shutil.rmtree(original)
     with connect(str(copy / "dmg.duckdb")) as connection:
         assert connection.execute("SELECT count(*) FROM samples").fetchone()[0] == 5
+
+
+def test_partitions_staged_at_once_in_one_transaction_stay_apart(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    with warehouse.transaction() as tx, tx.writer("outer", {"cohort": "BRCA"}) as writer:
+        writer.write(pd.DataFrame({"gene": ["A"]}))
+        tx.write("inner", {"cohort": "BRCA"}, pd.DataFrame({"probe": ["p", "q"]}))
+    assert warehouse.read("outer", {"cohort": "BRCA"})["gene"].tolist() == ["A"]
+    assert warehouse.read("inner", {"cohort": "BRCA"})["probe"].tolist() == ["p", "q"]
