@@ -4,6 +4,11 @@ Writes the embedded synthetic hub when the source is a local directory that lack
 the cohorts as partitions, runs the data-layer job for each cohort, then trains the CNNs of the
 training cohorts, chromosome by chromosome, and summarises them. Every run is recorded in the
 Dagster instance (``$DAGSTER_HOME``), so the UI shows them.
+
+Cohort names are checked against the one rule for them (``validate_cohort``) before anything is
+written or registered. Runs left behind by a killed driver are marked failed and their pool slots
+freed before anything is launched; a training run waits, aloud, for a free slot in the training
+pool; Ctrl-C or SIGTERM stops the driver (exit code 130 or 143). See ``dmg_assets.runs``.
 """
 
 import argparse
@@ -12,12 +17,14 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, MultiPartitionKey
 
+from dmg_assets import runs
 from dmg_assets.definitions import SOURCE_URL, defs
 from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
 from dmg_assets.training import POOL
 from dmg_ml.genome import CHROMOSOMES
 from dmg_ml.synthetic import SMALL, write_synthetic_hub
 from dmg_ml.xena import methylation_path
+from dmg_resources.source import validate_cohort
 
 
 def _instance() -> DagsterInstance:
@@ -64,13 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cohorts = [c.upper() for c in args.cohorts]
-    train = [c.upper() for c in args.train]
+def _cohort_names(parser: argparse.ArgumentParser, option: str, names: list[str]) -> list[str]:
+    """``names`` upper-cased, or an argparse error (exit 2) naming the first one that is bad."""
+    for name in names:
+        try:
+            validate_cohort(name.upper())
+        except ValueError:
+            parser.error(f"{option}: invalid cohort name {name!r}: expected letters, digits and "
+                         "dashes, e.g. BRCA or LUAD")
+    return [name.upper() for name in names]
 
-    ensure_synthetic_hub(SOURCE_URL, sorted(set(cohorts) | set(train)))
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cohorts = _cohort_names(parser, "--cohorts", args.cohorts)
+    train = _cohort_names(parser, "--train", args.train)
+    runs.log_to_terminal()
+    return runs.until_interrupted(lambda: _materialise(args, cohorts, train))
+
+
+def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str]) -> int:
     instance = _instance()
+    runs.release_stale_runs(instance)
+    ensure_synthetic_hub(SOURCE_URL, sorted(set(cohorts) | set(train)))
     known = set(instance.get_dynamic_partitions(cohort_partitions.name))
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
     if instance.event_log_storage.supports_global_concurrency_limits:
@@ -79,19 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     data_job = defs.resolve_job_def("data_layer_job")
     for cohort in cohorts:
         print(f"data layer: {cohort}", flush=True)
-        data_job.execute_in_process(partition_key=cohort, instance=instance)
+        runs.execute(data_job, instance, partition_key=cohort)
 
     training_job = defs.resolve_job_def("training_job")
     summary_job = defs.resolve_implicit_global_asset_job_def()
     for cohort in train:
         for chromosome in CHROMOSOMES:
             print(f"training: {cohort} {chromosome}", flush=True)
-            training_job.execute_in_process(
+            runs.execute(
+                training_job, instance, run_config=_training_config(args),
                 partition_key=MultiPartitionKey({"cohort": cohort, "chromosome": chromosome}),
-                instance=instance, run_config=_training_config(args),
             )
-        summary_job.execute_in_process(
-            partition_key=cohort, instance=instance, asset_selection=[AssetKey("cnn_summary")]
+        runs.execute(
+            summary_job, instance, partition_key=cohort, asset_selection=[AssetKey("cnn_summary")]
         )
 
     warehouse = defs.resources["warehouse"]
