@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup run test lint dev benchmark-data benchmark-trainer clean
+.PHONY: setup run test lint dev benchmark-data benchmark-trainer benchmark-contention clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ benchmark-data: setup
 
 benchmark-trainer: setup
 	$(BIN)/python benchmarks/trainer_speed.py
+
+benchmark-contention: setup
+	$(BIN)/python benchmarks/contention.py --compare
 
 clean:
 	rm -rf data .dagster_home
