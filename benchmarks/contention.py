@@ -11,7 +11,8 @@ the fair time is ``alone * T / share``. A row passes when measured / fair <= 1.5
 
 Policies (``--policies``, or ``--compare`` for ``dmg active``): ``dmg`` is what the project runs
 (``import dmg_ml`` sets ``OMP_WAIT_POLICY=PASSIVE``; threads from
-``dmg_ml.runtime.set_training_threads``); ``active`` is ``OMP_WAIT_POLICY=ACTIVE`` with the same
+``dmg_ml.training.runtime.set_training_threads``); ``active`` is ``OMP_WAIT_POLICY=ACTIVE``
+with the same
 thread count; ``torch-default`` imports torch before dmg_ml, i.e. libgomp's default (spin
 300000 times, then sleep), as before the fix. The spin count libgomp reports at start-up
 (``OMP_DISPLAY_ENV=verbose``) is printed as evidence of the policy in effect. Spinning policies
@@ -54,13 +55,14 @@ def worker(args: argparse.Namespace) -> None:
     sys.path[:0] = [str(ROOT), str(HERE)]
     import dmg_ml  # sets the wait policy before torch loads libgomp
 
-    dmg_ml.runtime.configure_threads()  # done on import; called again: no change, no warning
+    # done on import; called again: no change, no warning
+    dmg_ml.training.runtime.configure_threads()
     import torch
     from trainer_speed import Tally, simulate_cohort
 
-    from dmg_ml.cv import cross_validate
-    from dmg_ml.runtime import set_training_threads
-    from dmg_ml.training import TrainConfig
+    from dmg_ml.evaluation.cv import cross_validate
+    from dmg_ml.training.reference import TrainConfig
+    from dmg_ml.training.runtime import set_training_threads
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,7 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--busy", type=int, nargs="+", default=[0, 1, 3],
                    help="numbers of busy single-threaded processes (0 = alone; default 0 1 3)")
     p.add_argument("--threads", type=int, default=0,
-                   help="training threads (default 0: dmg_ml.runtime.set_training_threads)")
+                   help="training threads "
+                   "(default 0: dmg_ml.training.runtime.set_training_threads)")
     p.add_argument("--genes", type=int, default=1)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--length", type=int, default=80, help="CpGs per window (L)")

@@ -26,7 +26,7 @@ def _peak_gb() -> float:
 
 
 def _generate(hub: str, size: str) -> dict:
-    from dmg_ml.synthetic import PRESETS, write_synthetic_hub
+    from dmg_ml.synthetic.writer import PRESETS, write_synthetic_hub
 
     started = time.perf_counter()
     write_synthetic_hub(hub, PRESETS[size], cohorts=("BRCA",))

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dmg_ml  # noqa: E402, F401, I001  (before torch: OpenMP threads sleep, not spin)
 import torch  # noqa: E402
 from benchmarks.trainer_speed import simulate_cohort  # noqa: E402
-from dmg_ml import batched  # noqa: E402
-from dmg_ml.batched import FitTask, fit_batched  # noqa: E402
-from dmg_ml.training import TrainConfig, fit_reference  # noqa: E402
+from dmg_ml.training import batched  # noqa: E402
+from dmg_ml.training.batched import FitTask, fit_batched  # noqa: E402
+from dmg_ml.training.reference import TrainConfig, fit_reference  # noqa: E402
 
 
 def tasks_for(genes, folds: int, n_train: int) -> list[FitTask]:

@@ -2,7 +2,7 @@
 
 Both trainers cross-validate the same genes under the honest protocol (same data, same folds, same
 seeds). The genes' input lengths L are, by default, the evenly spaced quantiles of the window
-lengths of the synthetic 450K-density cohort (``dmg_ml.synthetic.FULL``) at ``--window-bp``
+lengths of the synthetic 450K-density cohort (``dmg_ml.synthetic.writer.FULL``) at ``--window-bp``
 (default 1 Mb, the project's default window: median L ≈ 440); ``--lengths range`` draws them
 log-uniformly from ``[--min-cpgs, --max-cpgs]`` instead. ``fixed`` mode sets ``patience`` above
 ``max_epochs`` so every fold runs exactly ``--epochs`` epochs; ``early`` mode uses real early
@@ -12,7 +12,7 @@ which goes first) so that both see the same machine load; on a shared machine, r
 nothing else is (2-thread OpenMP slows down badly when a core is taken).
 
 Both trainers run in the same process, by default with freed memory kept for reuse
-(``dmg_ml.runtime.keep_freed_memory``, as the training assets run); ``--allocator default``
+(``dmg_ml.training.runtime.keep_freed_memory``, as the training assets run); ``--allocator default``
 leaves glibc's malloc as it is, which slows both, the reference most.
 
 Prints gene-fold-epochs per second for both, their ratio, and the mean |ΔR²| between the pooled
@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dmg_ml  # noqa: E402, F401, I001  (before torch: OpenMP threads then sleep, not spin)
 import torch  # noqa: E402
-from dmg_ml.cv import GeneCVResult, GeneData, cross_validate  # noqa: E402
-from dmg_ml.runtime import keep_freed_memory  # noqa: E402
-from dmg_ml.synthetic import FULL, window_lengths  # noqa: E402
-from dmg_ml.training import TrainConfig  # noqa: E402
+from dmg_ml.data.inputs import GeneData  # noqa: E402
+from dmg_ml.evaluation.cv import GeneCVResult, cross_validate  # noqa: E402
+from dmg_ml.training.runtime import keep_freed_memory  # noqa: E402
+from dmg_ml.synthetic.writer import FULL, window_lengths  # noqa: E402
+from dmg_ml.training.reference import TrainConfig  # noqa: E402
 
 
 def simulate_gene(

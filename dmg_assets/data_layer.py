@@ -25,14 +25,14 @@ from pydantic import Field
 
 from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_partitions
-from dmg_ml.barcodes import sample_table
-from dmg_ml.genome import load_promoters
-from dmg_ml.methylation import MValueStream, m_value_rows
-from dmg_ml.preprocess import filter_expression
-from dmg_ml.schemas import validate
-from dmg_ml.windows import AUTHORS_CODE_WINDOW, WINDOW_SIZES, promoters_with_probes
-from dmg_ml.windows import gene_windows as build_gene_windows
-from dmg_ml.xena import SourceFormatError, read_matrix, read_matrix_header, read_probe_map
+from dmg_ml.data.barcodes import sample_table
+from dmg_ml.data.genome import load_promoters
+from dmg_ml.data.methylation import MValueStream, m_value_rows
+from dmg_ml.data.preprocess import filter_expression
+from dmg_ml.data.schemas import validate
+from dmg_ml.data.windows import AUTHORS_CODE_WINDOW, WINDOW_SIZES, promoters_with_probes
+from dmg_ml.data.windows import gene_windows as build_gene_windows
+from dmg_ml.data.xena import SourceFormatError, read_matrix, read_matrix_header, read_probe_map
 from dmg_resources.source import (
     EXPRESSION_PATH,
     METHYLATION_PATH,

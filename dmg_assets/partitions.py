@@ -6,8 +6,8 @@ from dagster import (
     StaticPartitionsDefinition,
 )
 
-from dmg_ml.genome import CHROMOSOMES
-from dmg_ml.xena import DEFAULT_COHORTS
+from dmg_ml.data.genome import CHROMOSOMES
+from dmg_ml.data.xena import DEFAULT_COHORTS
 
 __all__ = ["DEFAULT_COHORTS", "cohort_partitions", "cohort_chromosome_partitions"]
 

@@ -21,9 +21,9 @@ from dmg_assets import runs
 from dmg_assets.definitions import SOURCE_URL, defs
 from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
 from dmg_assets.training import POOL
-from dmg_ml.genome import CHROMOSOMES
-from dmg_ml.synthetic import SMALL, write_synthetic_hub
-from dmg_ml.xena import methylation_path
+from dmg_ml.data.genome import CHROMOSOMES
+from dmg_ml.data.xena import methylation_path
+from dmg_ml.synthetic.writer import SMALL, write_synthetic_hub
 from dmg_resources.source import validate_cohort
 
 

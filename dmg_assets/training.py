@@ -28,9 +28,9 @@ from pydantic import Field
 
 from dmg_assets.metadata import markdown_table, png_markdown
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
-from dmg_ml.cv import GeneCVResult, cross_validate
-from dmg_ml.dataset import gene_inputs
-from dmg_ml.training import TrainConfig
+from dmg_ml.data.inputs import gene_inputs
+from dmg_ml.evaluation.cv import GeneCVResult, cross_validate
+from dmg_ml.training.reference import TrainConfig
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Warehouse

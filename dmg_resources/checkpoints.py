@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from dmg_ml.cv import FoldCheckpoint, GeneCheckpoint
+from dmg_ml.evaluation.cv import FoldCheckpoint, GeneCheckpoint
 
 FORMAT = "dmg.gene_checkpoint/1"
 SUFFIX = ".safetensors"

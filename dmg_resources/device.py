@@ -3,7 +3,7 @@
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from dmg_ml.runtime import keep_freed_memory, set_training_threads
+from dmg_ml.training.runtime import keep_freed_memory, set_training_threads
 
 
 class TorchDevice(ConfigurableResource):
@@ -25,7 +25,8 @@ class TorchDevice(ConfigurableResource):
         if self.keep_freed_memory:
             kept = keep_freed_memory()
             context.log.debug(f"keep freed memory for reuse: {kept}")
-        # one thread per core this process may use (dmg_ml.runtime.training_threads); importing
+        # one thread per core this process may use (dmg_ml.training.runtime.training_threads);
+        # importing
         # dmg_ml already made the OpenMP threads sleep, not spin, while they wait
         threads = set_training_threads()
         context.log.debug(f"intra-op threads: {threads}")

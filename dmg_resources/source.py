@@ -14,7 +14,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import Field
 
-from dmg_ml.xena import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH
+from dmg_ml.data.xena import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH
 from dmg_resources.download import Download, Progress, download
 
 __all__ = ["EXPRESSION_PATH", "METHYLATION_PATH", "PROBE_MAP_PATH", "XenaSource", "XENA_HUB_URL"]

@@ -9,7 +9,7 @@ from dagster import DagsterInstance, load_assets_from_modules, materialize
 
 from dmg_assets import data_layer
 from dmg_assets.partitions import cohort_partitions
-from dmg_ml.synthetic import SyntheticSpec, write_synthetic_hub
+from dmg_ml.synthetic.writer import SyntheticSpec, write_synthetic_hub
 from dmg_resources.source import XenaSource
 from dmg_resources.warehouse import Warehouse
 

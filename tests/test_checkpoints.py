@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dmg_ml.cv import FoldCheckpoint, FoldModel, GeneCheckpoint, load_fold_model
-from dmg_ml.training import init_model
+from dmg_ml.evaluation.cv import FoldCheckpoint, FoldModel, GeneCheckpoint, load_fold_model
+from dmg_ml.training.reference import init_model
 from dmg_resources.checkpoints import CheckpointStore
 
 PARTS = ("BRCA", "honest", "w1000000", "TP53")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-import dmg_ml.cv as cv
-from dmg_ml.cv import (
+import dmg_ml.evaluation.cv as cv
+from dmg_ml.evaluation.cv import (
     GeneData,
     cross_validate,
     honest_splits,
@@ -16,7 +16,7 @@ from dmg_ml.cv import (
     published_splits,
     scale_features,
 )
-from dmg_ml.training import TrainConfig
+from dmg_ml.training.reference import TrainConfig
 
 FAST = TrainConfig(max_epochs=100, patience=30)
 

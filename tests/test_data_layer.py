@@ -220,7 +220,7 @@ def test_example_queries_answer(built, name):
 
 def test_synthetic_window_lengths_predict_the_built_windows(built):
     """What the trainer benchmark draws its input lengths from is what the data layer builds."""
-    from dmg_ml.synthetic import window_lengths
+    from dmg_ml.synthetic.writer import window_lengths
 
     warehouse = resources_for("unused", built)["warehouse"]
     counts = warehouse.query(

@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from dmg_ml.cv import cross_validate
-from dmg_ml.dataset import gene_inputs
-from dmg_ml.synthetic import SyntheticSpec, write_synthetic_hub
-from dmg_ml.training import TrainConfig
+from dmg_ml.data.inputs import gene_inputs
+from dmg_ml.evaluation.cv import cross_validate
+from dmg_ml.synthetic.writer import SyntheticSpec, write_synthetic_hub
+from dmg_ml.training.reference import TrainConfig
 from dmg_resources.warehouse import Warehouse
 from tests.conftest import materialize_cohort, resources_for
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmg_ml.methylation import MValueStream, SampleMissingError
+from dmg_ml.data.methylation import MValueStream, SampleMissingError
 
 N_PROBES = 400
 SAMPLES = [f"S{j:02d}" for j in range(12)]

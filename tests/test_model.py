@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from dmg_ml.metrics import pearson_r2, r2
-from dmg_ml.model import AdaptiveRegressionCNN, ResidualBlock, channel_widths, parameter_count
+from dmg_ml.evaluation.metrics import pearson_r2, r2
+from dmg_ml.models.cnn import AdaptiveRegressionCNN, ResidualBlock, channel_widths, parameter_count
 
 # Hand-checked: conv1 4·c1, residual block 2·(3c²+c), conv2 3·c1·c2+c2, fc1 512·c2·L+512, fc2 513.
 PINNED = {

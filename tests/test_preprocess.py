@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.impute import KNNImputer
 
-from dmg_ml.barcodes import parse_barcodes, sample_table
-from dmg_ml.preprocess import (
+from dmg_ml.data.barcodes import parse_barcodes, sample_table
+from dmg_ml.data.preprocess import (
     BetaRangeError,
     NonFiniteValueError,
     beta_to_m,
@@ -16,7 +16,7 @@ from dmg_ml.preprocess import (
     impute_knn,
     missing_fraction,
 )
-from dmg_ml.xena import read_matrix
+from dmg_ml.data.xena import read_matrix
 
 
 def test_beta_to_m_matches_definition_and_clamps_extremes():

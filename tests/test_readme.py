@@ -21,8 +21,8 @@ from packaging.requirements import Requirement
 
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models, cnn_summary
-from dmg_ml.synthetic import SMALL
-from dmg_ml.synthetic_layout import build_layout
+from dmg_ml.synthetic.layout import build_layout
+from dmg_ml.synthetic.writer import SMALL
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Warehouse

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmg_ml.barcodes import parse_barcodes
-from dmg_ml.genome import CHROMOSOMES, load_promoters
-from dmg_ml.synthetic import (
+from dmg_ml.data.barcodes import parse_barcodes
+from dmg_ml.data.genome import CHROMOSOMES, load_promoters
+from dmg_ml.synthetic.writer import (
     PROBE_MAP_PATH,
     SMALL,
     SyntheticSpec,

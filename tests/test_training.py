@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmg_ml.batched import (
+from dmg_ml.training.batched import (
     FitTask,
     ParamLayout,
     _BatchedAdam,
@@ -14,7 +14,7 @@ from dmg_ml.batched import (
     stacked_forward,
     unfold_input,
 )
-from dmg_ml.training import TrainConfig, fit_reference, init_model, predict, task_seed
+from dmg_ml.training.reference import TrainConfig, fit_reference, init_model, predict, task_seed
 
 LENGTH = 30
 

@@ -10,7 +10,7 @@ from dagster import DagsterInstance, MultiPartitionKey, materialize
 
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models, cnn_summary
-from dmg_ml.cv import load_fold_model
+from dmg_ml.evaluation.cv import load_fold_model
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Transaction, Warehouse

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from dmg_ml.genome import CHROMOSOMES, load_promoters
-from dmg_ml.windows import gene_windows, promoters_with_probes, window_counts
+from dmg_ml.data.genome import CHROMOSOMES, load_promoters
+from dmg_ml.data.windows import gene_windows, promoters_with_probes, window_counts
 
 
 def _promoters():

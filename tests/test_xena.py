@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from dmg_ml.xena import (
+from dmg_ml.data.xena import (
     SourceFormatError,
     iter_matrix_blocks,
     normalise_chromosome,

@@ -10,7 +10,7 @@ The output directory mirrors the hub's download paths, so a downloader can use i
     ground_truth/<COHORT>/signal.tsv.gz              noise-free methylation-driven expression part
 
 What all cohorts share (the spec and its presets, probe placement, genes and drivers) is built in
-:mod:`dmg_ml.synthetic_layout`; this module writes it out, one cohort at a time, and re-exports
+:mod:`dmg_ml.synthetic.layout`; this module writes it out, one cohort at a time, and re-exports
 ``SyntheticSpec``, ``SMALL``, ``FULL``, ``PRESETS`` and ``window_lengths``.
 
 Matrices are gzip TSVs whose first header cell is ``sample``; values carry 4 decimals. Matrix rows
@@ -58,7 +58,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmg_ml.synthetic_layout import (
+from dmg_ml.data.xena import DEFAULT_COHORTS, PROBE_MAP_PATH, expression_path, methylation_path
+from dmg_ml.synthetic.layout import (
     CHROMS,
     CHRY,
     FULL,  # noqa: F401 - re-exported
@@ -71,7 +72,6 @@ from dmg_ml.synthetic_layout import (
     build_layout,
     window_lengths,  # noqa: F401 - re-exported
 )
-from dmg_ml.xena import DEFAULT_COHORTS, PROBE_MAP_PATH, expression_path, methylation_path
 
 _NA_CODE = 10_001
 _PAIR_CORRELATION = np.float32(0.5)
@@ -456,7 +456,7 @@ def write_synthetic_hub(out_dir: str | os.PathLike[str], spec: SyntheticSpec = S
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dmg_ml.synthetic",
+        prog="python -m dmg_ml.synthetic.writer",
         description="Write a deterministic synthetic TCGA hub in the UCSC Xena file formats.",
     )
     parser.add_argument("out_dir", help="directory to write the hub into")

@@ -1,6 +1,7 @@
 """The reference trainer: one gene, one fold, one model, written to be read.
 
-It is the yardstick the fast trainer (``dmg_ml.batched``) is checked against, so it stays plain:
+It is the yardstick the fast trainer (``dmg_ml.training.batched``) is checked against, so it
+stays plain:
 Adam, MSE, early stopping on a validation set with patience, best weights restored.
 
 Semantics shared by both trainers (keep them in step):
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmg_ml.model import AdaptiveRegressionCNN
+from dmg_ml.models.cnn import AdaptiveRegressionCNN
 
 PRECISIONS = ("fp32", "bf16")
 

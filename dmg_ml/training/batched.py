@@ -1,6 +1,7 @@
 """The fast trainer: many (gene, fold) tasks of one window length trained as one stacked model.
 
-Same learning semantics as the reference trainer (``dmg_ml.training``; read its docstring): same
+Same learning semantics as the reference trainer (``dmg_ml.training.reference``; read its
+docstring): same
 initial weights per task seed, same Adam, same loss, same early stopping and best-weight restore,
 same mini-batch order. Only the floating-point order of the arithmetic differs, plus bfloat16
 where ``precision="bf16"`` asks for it.
@@ -57,8 +58,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dmg_ml.model import HIDDEN_UNITS, NEGATIVE_SLOPE, channel_widths
-from dmg_ml.training import TrainConfig, TrainResult, init_model, model_from_state
+from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE, channel_widths
+from dmg_ml.training.reference import TrainConfig, TrainResult, init_model, model_from_state
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 LOOP_MIN_ACTIVATIONS = 300_000

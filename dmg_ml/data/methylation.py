@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from dmg_ml.preprocess import (
+from dmg_ml.data.preprocess import (
     MAX_MISSING_FRACTION,
     beta_to_m,
     check_beta_range,
     impute_knn,
     missing_fraction,
 )
-from dmg_ml.xena import iter_matrix_blocks
+from dmg_ml.data.xena import iter_matrix_blocks
 
 
 class SampleMissingError(ValueError):

@@ -8,7 +8,30 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dmg_ml.cv import GeneData
+
+@dataclass
+class GeneData:
+    """One gene's data set: ``X`` is samples × CpGs (ordered by genomic position)."""
+
+    gene: str
+    X: np.ndarray
+    y: np.ndarray
+    patients: np.ndarray
+    samples: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.X = np.ascontiguousarray(self.X, dtype=np.float32)
+        self.y = np.asarray(self.y, dtype=np.float32).ravel()
+        self.patients = np.asarray(self.patients).astype(str)
+        self.samples = np.asarray(self.samples).astype(str)
+        n = len(self.y)
+        if self.X.ndim != 2 or self.X.shape[0] != n or self.X.shape[1] < 1:
+            raise ValueError(f"{self.gene}: X must be (n_samples={n}, L>=1), got {self.X.shape}")
+        if len(self.patients) != n or len(self.samples) != n:
+            raise ValueError(f"{self.gene}: patients and samples need one entry per sample")
+        if not (np.isfinite(self.X).all() and np.isfinite(self.y).all()):
+            raise ValueError(f"{self.gene}: X and y must be finite (impute before training)")
+
 
 
 @dataclass(frozen=True)

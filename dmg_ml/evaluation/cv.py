@@ -32,10 +32,11 @@ import torch
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold
 from sklearn.preprocessing import StandardScaler
 
-from dmg_ml.batched import FitTask, fit_batched
-from dmg_ml.metrics import pearson_r2, r2
-from dmg_ml.model import AdaptiveRegressionCNN, channel_widths, parameter_count
-from dmg_ml.training import (
+from dmg_ml.data.inputs import GeneData
+from dmg_ml.evaluation.metrics import pearson_r2, r2
+from dmg_ml.models.cnn import AdaptiveRegressionCNN, channel_widths, parameter_count
+from dmg_ml.training.batched import FitTask, fit_batched
+from dmg_ml.training.reference import (
     TrainConfig,
     TrainResult,
     fit_reference,
@@ -58,30 +59,6 @@ FOLD_METRIC_COLUMNS = [
     "epochs_run",
     "best_epoch",
 ]
-
-
-@dataclass
-class GeneData:
-    """One gene's data set: ``X`` is samples × CpGs (ordered by genomic position)."""
-
-    gene: str
-    X: np.ndarray
-    y: np.ndarray
-    patients: np.ndarray
-    samples: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.X = np.ascontiguousarray(self.X, dtype=np.float32)
-        self.y = np.asarray(self.y, dtype=np.float32).ravel()
-        self.patients = np.asarray(self.patients).astype(str)
-        self.samples = np.asarray(self.samples).astype(str)
-        n = len(self.y)
-        if self.X.ndim != 2 or self.X.shape[0] != n or self.X.shape[1] < 1:
-            raise ValueError(f"{self.gene}: X must be (n_samples={n}, L>=1), got {self.X.shape}")
-        if len(self.patients) != n or len(self.samples) != n:
-            raise ValueError(f"{self.gene}: patients and samples need one entry per sample")
-        if not (np.isfinite(self.X).all() and np.isfinite(self.y).all()):
-            raise ValueError(f"{self.gene}: X and y must be finite (impute before training)")
 
 
 @dataclass(frozen=True)

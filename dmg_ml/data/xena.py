@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from dmg_ml.genome import CHROMOSOMES
+from dmg_ml.data.genome import CHROMOSOMES
 
 #: The cohorts of the study: trained on BRCA, generalisation tested on COAD, GBM and LUAD.
 DEFAULT_COHORTS: tuple[str, ...] = ("BRCA", "COAD", "GBM", "LUAD")

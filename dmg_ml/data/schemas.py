@@ -7,8 +7,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from dmg_ml.genome import CHROMOSOMES
-from dmg_ml.preprocess import M_CLAMP
+from dmg_ml.data.genome import CHROMOSOMES
+from dmg_ml.data.preprocess import M_CLAMP
 
 
 class TableValidationError(ValueError):

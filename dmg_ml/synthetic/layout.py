@@ -1,4 +1,4 @@
-"""The cohort-independent part of the synthetic TCGA hub that :mod:`dmg_ml.synthetic` writes.
+"""The cohort-independent part of the synthetic TCGA hub that :mod:`dmg_ml.synthetic.writer` writes.
 
 :class:`SyntheticSpec` holds the size knobs (presets ``SMALL`` and ``FULL``). :func:`build_layout`
 turns a spec and a seed into the :class:`Layout` that all cohorts share: the probes (positions,
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dmg_ml.genome import CHROMOSOMES, HG19_LENGTHS, PROMOTER_HALF_WIDTH, load_promoters
-from dmg_ml.preprocess import MAX_MISSING_FRACTION
-from dmg_ml.windows import window_counts
+from dmg_ml.data.genome import CHROMOSOMES, HG19_LENGTHS, PROMOTER_HALF_WIDTH, load_promoters
+from dmg_ml.data.preprocess import MAX_MISSING_FRACTION
+from dmg_ml.data.windows import window_counts
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Source data: Xena readers, barcodes, genome, preprocessing, windows, schemas, gene inputs."""

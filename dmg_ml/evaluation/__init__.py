@@ -1,0 +1,1 @@
+"""Evaluation: folds and protocols, cross-validation, metrics."""

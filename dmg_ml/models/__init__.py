@@ -1,0 +1,1 @@
+"""Models: the DeepMethyGene CNN (and, by name, the baselines it is compared with)."""
