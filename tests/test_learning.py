@@ -5,6 +5,7 @@ import pytest
 
 from dmg_ml.data.inputs import gene_inputs
 from dmg_ml.evaluation.cv import cross_validate
+from dmg_ml.evaluation.engine import evaluate
 from dmg_ml.synthetic.writer import SyntheticSpec, write_synthetic_hub
 from dmg_ml.training.reference import TrainConfig
 from dmg_resources.warehouse import Warehouse
@@ -27,23 +28,32 @@ def cohort(tmp_path_factory):
     return Warehouse(root=str(data_dir / "warehouse"), database=str(data_dir / "dmg.duckdb")), truth
 
 
-def test_honest_r2_is_high_where_methylation_drives_expression_and_null_where_not(cohort):
-    warehouse, truth = cohort
-    modelled = truth[truth["category"] == "modelled"]
-    strong = modelled.nlargest(4, "expected_r2")["gene"].tolist()
-    null = modelled[~modelled["has_signal"]]["gene"].head(3).tolist()
-    assert len(null) == 3 and modelled.set_index("gene").loc[strong, "expected_r2"].min() > 0.5
+def _inputs(warehouse, genes):
     partition = {"cohort": "BRCA"}
     windows = warehouse.read("gene_windows", partition, filters=[("window_bp", "=", 1_000_000)])
-    windows = windows[windows["gene"].isin(strong + null)]
+    windows = windows[windows["gene"].isin(genes)]
     m_values = warehouse.query(
         "SELECT probe_id, sample, m_value FROM m_values WHERE probe_id IN "
         "(SELECT probe_id FROM gene_windows WHERE window_bp = 1000000)"
     )
-    inputs = gene_inputs(
+    return gene_inputs(
         windows, m_values, warehouse.read("expression", partition),
         warehouse.read("samples", partition, filters=[("kept", "=", True)]),
     )
+
+
+def _strong_and_null(truth):
+    modelled = truth[truth["category"] == "modelled"]
+    strong = modelled.nlargest(4, "expected_r2")["gene"].tolist()
+    null = modelled[~modelled["has_signal"]]["gene"].head(3).tolist()
+    assert len(null) == 3 and modelled.set_index("gene").loc[strong, "expected_r2"].min() > 0.5
+    return strong, null
+
+
+def test_honest_r2_is_high_where_methylation_drives_expression_and_null_where_not(cohort):
+    warehouse, truth = cohort
+    strong, null = _strong_and_null(truth)
+    inputs = _inputs(warehouse, strong + null)
     results = {
         r.gene: r
         for r in cross_validate(
@@ -55,3 +65,15 @@ def test_honest_r2_is_high_where_methylation_drives_expression_and_null_where_no
     assert min(strong_r2) > 0.15 and sum(strong_r2) / 4 > 0.3, strong_r2
     assert max(null_r2) < 0.1, null_r2
     assert max(results[g].pearson_r2 for g in null) < 0.1
+
+
+def test_elastic_net_recovers_the_signal_and_the_mean_is_the_floor(cohort):
+    warehouse, truth = cohort
+    strong, null = _strong_and_null(truth)
+    genes = [i.data for i in _inputs(warehouse, strong + null)]
+    enet = {r.gene: r for r in evaluate(genes, "enet")}
+    mean = {r.gene: r for r in evaluate(genes, "mean")}
+    strong_r2 = [enet[g].r2 for g in strong]
+    assert min(strong_r2) > 0.15 and sum(strong_r2) / 4 > 0.3, strong_r2
+    assert max(enet[g].r2 for g in null) < 0.1
+    assert all(-0.1 < mean[g].r2 <= 0.0 + 1e-9 for g in strong + null)

@@ -4,6 +4,8 @@ One model maps the ordered CpG M-values of a gene's window (length ``L``) to the
 Channel widths follow the paper's adaptive rule ``c1 = min(64, L // 10)``, ``c2 = min(32, L // 20)``
 with a floor of one channel so that tiny windows stay valid; ``channels="fixed"`` gives the 64/32 of
 the authors' code.
+
+``AblationMLP`` is the paper's ablation: the same network without its convolutional layers.
 """
 
 from __future__ import annotations
@@ -74,5 +76,26 @@ class AdaptiveRegressionCNN(nn.Module):
             x = x.unsqueeze(1)
         x = self.res1(self.act(self.conv1(x)))
         x = self.res2(self.act(self.conv2(x)))
+        x = self.act(self.fc1(x.flatten(1)))
+        return self.fc2(x).squeeze(-1)
+
+
+class AblationMLP(nn.Module):
+    """The paper's ablation: the same network without its convolutional layers.
+
+    ``Linear(L → 512) → LeakyReLU(0.01) → Linear(512 → 1)``; input ``(batch, L)`` or
+    ``(batch, 1, L)`` of M-values, output ``(batch,)`` expression, as ``AdaptiveRegressionCNN``.
+    """
+
+    def __init__(self, input_size: int) -> None:
+        super().__init__()
+        if input_size < 1:
+            raise ValueError(f"input_size must be >= 1, got {input_size}")
+        self.input_size = input_size
+        self.fc1 = nn.Linear(input_size, HIDDEN_UNITS)
+        self.fc2 = nn.Linear(HIDDEN_UNITS, 1)
+        self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(x.flatten(1)))
         return self.fc2(x).squeeze(-1)

@@ -129,7 +129,7 @@ def fit_reference(
     config: TrainConfig,
     seed: int | None = None,
     device: str | torch.device = "cpu",
-    model: AdaptiveRegressionCNN | None = None,
+    model: nn.Module | None = None,
 ) -> TrainResult:
     """Train one model with early stopping on ``(X_valid, y_valid)``.
 

@@ -1,0 +1,154 @@
+"""One cross-validation engine for every model of the comparison (DESIGN.md §5).
+
+Every model is scored on the same outer folds: ``outer_splits`` is the one place folds come from
+(honest: patient-grouped ``GroupKFold``, the same per cohort and seed as the CNN's
+``cross_validate``; published: the authors' ungrouped ``KFold(42)``). For each fold the features
+are standardised with a scaler fitted on the outer training rows only, a fresh model is built by
+name from the registry, fitted on the outer training rows (with their patients, for anything it
+chooses on an inner split) and scored on the outer test rows it never saw. R² and r² are stored
+per fold and pooled over the out-of-fold predictions.
+
+The CNN goes through the same folds with its batched trainer (``dmg_ml.evaluation.cv``), which
+trains a gene's five folds as one stacked model and carries weights across folds in the
+published audit; its rows come back in the same shape as every other model's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+from dmg_ml.data.inputs import GeneData
+from dmg_ml.evaluation.cv import (
+    PROTOCOLS,
+    FoldSplit,
+    GeneCVResult,
+    cross_validate,
+    honest_splits,
+    published_splits,
+    scale_features,
+)
+from dmg_ml.evaluation.metrics import pearson_r2, r2
+from dmg_ml.models.registry import make_model
+from dmg_ml.training.reference import TrainConfig
+
+FOLD_COLUMNS = ["fold", "n_train", "n_test", "r2", "pearson_r2", "seconds"]
+
+
+@dataclass
+class ModelCVResult:
+    """Cross-validated performance of one model on one gene."""
+
+    gene: str
+    model: str
+    protocol: str
+    fold_metrics: pd.DataFrame
+    oof: pd.DataFrame
+    r2: float
+    pearson_r2: float
+    n_cpgs: int
+    seconds: float
+
+
+def outer_splits(gene: GeneData, protocol: str, n_folds: int = 5, seed: int = 0) -> list[FoldSplit]:
+    """The outer folds every model of a gene is scored on."""
+    if protocol == "honest":
+        return honest_splits(gene.patients, n_folds, seed)
+    if protocol == "published":
+        return published_splits(len(gene.y), n_folds)
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def evaluate(
+    genes: Sequence[GeneData],
+    model: str,
+    protocol: str = "honest",
+    params: Mapping[str, Any] | None = None,
+    n_folds: int = 5,
+    seed: int = 0,
+    on_gene_done: Callable[[ModelCVResult], None] | None = None,
+) -> list[ModelCVResult]:
+    """Cross-validate ``model`` (a registry name) on every gene, on the shared outer folds.
+
+    ``params`` are the model's constructor arguments. For ``cnn`` they are ``cross_validate``'s
+    (``config``, ``trainer``, ``device``).
+    """
+    params = dict(params or {})
+    if model == "cnn":
+        return _evaluate_cnn(genes, protocol, params, n_folds, seed, on_gene_done)
+    results = []
+    for gene in genes:
+        result = _evaluate_gene(gene, model, protocol, params, n_folds, seed)
+        results.append(result)
+        if on_gene_done is not None:
+            on_gene_done(result)
+    return results
+
+
+def _evaluate_gene(gene: GeneData, model: str, protocol: str, params: dict[str, Any],
+                   n_folds: int, seed: int) -> ModelCVResult:
+    started = time.perf_counter()
+    metrics, oof = [], []
+    for split in outer_splits(gene, protocol, n_folds, seed):
+        fold_started = time.perf_counter()
+        fit_rows, test = split.scaler_rows, split.test
+        scaler = StandardScaler().fit(gene.X[fit_rows].astype(np.float64))
+        groups = gene.patients[fit_rows] if protocol == "honest" else None
+        fitted = make_model(model, **params).fit(
+            scale_features(gene.X[fit_rows], scaler.mean_, scaler.scale_), gene.y[fit_rows],
+            groups=groups,
+        )
+        pred = np.asarray(
+            fitted.predict(scale_features(gene.X[test], scaler.mean_, scaler.scale_)),
+            dtype=np.float64,
+        )
+        metrics.append({
+            "fold": split.fold, "n_train": len(fit_rows), "n_test": len(test),
+            "r2": r2(gene.y[test], pred), "pearson_r2": pearson_r2(gene.y[test], pred),
+            "seconds": time.perf_counter() - fold_started,
+        })
+        oof.append(pd.DataFrame({
+            "row": test, "sample": gene.samples[test], "fold": split.fold,
+            "y_true": gene.y[test].astype(np.float64), "y_pred": pred,
+        }))
+    return _result(gene, model, protocol, pd.DataFrame(metrics, columns=FOLD_COLUMNS),
+                   pd.concat(oof), time.perf_counter() - started)
+
+
+def _result(gene: GeneData, model: str, protocol: str, folds: pd.DataFrame, oof: pd.DataFrame,
+            seconds: float) -> ModelCVResult:
+    oof = oof.sort_values("row").drop(columns="row").reset_index(drop=True)
+    return ModelCVResult(
+        gene=gene.gene, model=model, protocol=protocol, fold_metrics=folds, oof=oof,
+        r2=r2(oof["y_true"], oof["y_pred"]), pearson_r2=pearson_r2(oof["y_true"], oof["y_pred"]),
+        n_cpgs=gene.X.shape[1], seconds=seconds,
+    )
+
+
+def _evaluate_cnn(genes: Sequence[GeneData], protocol: str, params: dict[str, Any],
+                  n_folds: int, seed: int, on_gene_done: Callable[[ModelCVResult], None] | None,
+                  ) -> list[ModelCVResult]:
+    by_name = {gene.gene: gene for gene in genes}
+
+    def convert(result: GeneCVResult) -> ModelCVResult:
+        folds = result.fold_metrics.assign(
+            n_train=result.fold_metrics["n_train"] + result.fold_metrics["n_valid"],
+            seconds=result.seconds / max(1, len(result.fold_metrics)),
+        )[FOLD_COLUMNS]
+        oof = result.oof.assign(row=np.arange(len(result.oof)))
+        converted = _result(by_name[result.gene], "cnn", protocol, folds, oof, result.seconds)
+        if on_gene_done is not None:
+            on_gene_done(converted)
+        return converted
+
+    converted: list[ModelCVResult] = []
+    params["config"] = replace(params.get("config") or TrainConfig(), seed=seed)
+    cross_validate(genes, protocol=protocol, n_folds=n_folds,
+                   on_gene_done=lambda r: converted.append(convert(r)), **params)
+    return converted

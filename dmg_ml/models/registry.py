@@ -1,0 +1,45 @@
+"""Every model of the comparison by name: adding a model is one class and one entry here.
+
+Entries name the class by module and attribute and are imported on first use, so choosing
+``enet`` does not load PyTorch and a model module may itself build others by name (``best``).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any, Literal, get_args
+
+from dmg_ml.models.base import Regressor
+
+ModelName = Literal["mean", "enet", "svr", "rf", "cascade_forest", "mlp", "cnn", "best"]
+
+#: name → "module:class"; each class takes its parameters as constructor arguments.
+MODELS: dict[str, str] = {
+    "mean": "dmg_ml.models.baselines:MeanModel",
+    "enet": "dmg_ml.models.baselines:ElasticNetGeneExplore",
+    "svr": "dmg_ml.models.baselines:SVRModel",
+    "rf": "dmg_ml.models.baselines:RandomForestModel",
+    "cascade_forest": "dmg_ml.models.cascade:CascadeForest",
+    "mlp": "dmg_ml.models.neural:MLPRegressor",
+    "cnn": "dmg_ml.models.neural:CNNRegressor",
+    "best": "dmg_ml.models.best:BestModel",
+}
+#: Parameters a name gets unless the caller sets them: the paper's settings, made reproducible.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "rf": {"n_estimators": 100, "random_state": 0},
+}
+
+assert set(MODELS) == set(get_args(ModelName)), "ModelName and MODELS must list the same models"
+
+
+def model_class(name: str) -> type:
+    """The class registered under ``name``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    module, attribute = MODELS[name].split(":")
+    return getattr(import_module(module), attribute)
+
+
+def make_model(name: str, **params: Any) -> Regressor:
+    """A fresh, unfitted model ``name`` built with ``params`` over its defaults."""
+    return model_class(name)(**{**DEFAULT_PARAMS.get(name, {}), **params})

@@ -1,0 +1,139 @@
+"""The evaluation engine: one set of outer folds for every model, and no fit ever sees the rows
+it is scored on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from dmg_ml.data.inputs import GeneData
+from dmg_ml.evaluation import engine
+from dmg_ml.evaluation.cv import cross_validate
+from dmg_ml.models import registry
+from dmg_ml.training.reference import TrainConfig
+
+
+def _gene(name: str = "G", n_patients: int = 30, length: int = 12, seed: int = 0) -> GeneData:
+    """Tumour and normal of each of the first patients, tumour only for the rest; y unique per
+    sample (so a set of y values names the samples a fit saw) and driven by two CpGs."""
+    rng = np.random.default_rng(seed)
+    patients = [f"TCGA-AA-{i:04d}" for i in range(n_patients)]
+    samples = [f"{p}-01A" for p in patients] + [f"{p}-11A" for p in patients[:10]]
+    groups = [s[:12] for s in samples]
+    X = rng.normal(size=(len(samples), length)).astype(np.float32)
+    y = -X[:, 3] + 0.5 * X[:, 7] + 0.3 * rng.normal(size=len(samples))
+    y = y + np.arange(len(samples)) * 1e-4
+    return GeneData(name, X, y, np.array(groups), np.array(samples))
+
+
+class SpyModel(BaseEstimator, RegressorMixin):
+    """Records the y values of every fit; refuses a fit that sees the current outer test fold."""
+
+    seen: list[set[float]] = []
+    forbidden: set[float] = set()
+
+    def fit(self, X, y, groups=None):
+        rows = set(np.round(np.asarray(y, dtype=np.float64), 6).tolist())
+        overlap = rows & SpyModel.forbidden
+        assert not overlap, f"a fit saw {len(overlap)} rows of the fold it is scored on"
+        SpyModel.seen.append(rows)
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Registers ``spy`` and marks each outer test fold forbidden while the engine scores it."""
+    monkeypatch.setitem(registry.MODELS, "spy", f"{__name__}:SpyModel")
+    real = engine.outer_splits
+
+    def tracked(gene, protocol, n_folds=5, seed=0):
+        for split in real(gene, protocol, n_folds, seed):
+            SpyModel.forbidden = set(np.round(gene.y[split.test].astype(np.float64), 6).tolist())
+            yield split
+        SpyModel.forbidden = set()
+
+    monkeypatch.setattr(engine, "outer_splits", tracked)
+    SpyModel.seen = []
+    yield SpyModel
+    SpyModel.seen, SpyModel.forbidden = [], set()
+
+
+def _folds(result) -> list[int]:
+    return result.oof.sort_values("sample")["fold"].tolist()
+
+
+def test_every_model_is_scored_on_the_same_outer_folds():
+    genes = [_gene("A", seed=1), _gene("B", seed=2)]
+    config = TrainConfig(max_epochs=3, patience=5)
+    cnn = {r.gene: _folds(r) for r in cross_validate(genes, config=config)}
+    for model, params in [("mean", {}), ("enet", {}), ("rf", {"n_estimators": 5}),
+                          ("cnn", {"config": config})]:
+        for result in engine.evaluate(genes, model, params=params):
+            assert _folds(result) == cnn[result.gene], model
+            assert result.model == model and len(result.fold_metrics) == 5
+            assert sorted(result.oof["sample"]) == sorted(genes[0].samples)
+
+
+def test_honest_folds_keep_a_patients_samples_together():
+    result = engine.evaluate([_gene()], "mean")[0]
+    folds_per_patient = result.oof.assign(patient=result.oof["sample"].str[:12]).groupby(
+        "patient")["fold"].nunique()
+    assert (folds_per_patient == 1).all()
+
+
+@pytest.mark.parametrize("protocol", ["honest", "published"])
+def test_no_fit_sees_the_fold_it_is_scored_on(spy, protocol):
+    result = engine.evaluate([_gene()], "spy", protocol=protocol)[0]
+    assert [len(rows) for rows in spy.seen] == result.fold_metrics["n_train"].tolist()
+    assert all(a.isdisjoint(b) is False for a, b in zip(spy.seen, spy.seen[1:], strict=False))
+
+
+def test_best_never_lets_the_scored_fold_reach_its_choice(spy):
+    gene = _gene()
+    results = engine.evaluate(
+        [gene], "best", params={"candidates": ("spy", "enet"), "inner_splits": 3}
+    )
+    # per outer fold: 3 inner fits of the spy, then the refit if it won (it never beats enet here)
+    assert len(spy.seen) == 15
+    assert results[0].r2 > 0.5  # enet chosen: the signal is linear
+
+
+def test_best_chooses_by_inner_r2_only():
+    gene = _gene()
+    model = registry.make_model("best", candidates=("mean", "enet"), inner_splits=3)
+    model.fit(gene.X, gene.y, groups=gene.patients)
+    assert model.chosen_ == "enet"
+    assert model.inner_r2_["enet"] > 0.5 > model.inner_r2_["mean"]
+
+
+def test_published_audit_folds_are_the_authors_kfold():
+    from sklearn.model_selection import KFold
+
+    gene = _gene()
+    result = engine.evaluate([gene], "mean", protocol="published")[0]
+    expected = np.empty(len(gene.y), dtype=int)
+    for fold, (_, test) in enumerate(KFold(5, shuffle=True, random_state=42).split(gene.X)):
+        expected[test] = fold
+    assert result.oof["fold"].tolist() == expected.tolist()
+
+
+def test_registry_builds_every_model_and_refuses_unknown_names():
+    for name in registry.MODELS:
+        model = registry.make_model(name)
+        assert hasattr(model, "fit") and hasattr(model, "predict"), name
+    assert registry.make_model("rf").n_estimators == 100
+    with pytest.raises(ValueError, match="unknown model 'xgb'"):
+        registry.make_model("xgb")
+
+
+def test_metrics_are_both_r2_definitions():
+    result = engine.evaluate([_gene()], "enet")[0]
+    assert result.r2 > 0.5 and result.pearson_r2 >= result.r2 - 0.05
+    assert set(result.fold_metrics.columns) >= {"r2", "pearson_r2", "n_train", "n_test"}
+    mean = engine.evaluate([_gene()], "mean")[0]
+    assert mean.r2 < 0.05
