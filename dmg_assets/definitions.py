@@ -4,7 +4,7 @@ import os
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 
-from dmg_assets import data_layer, training
+from dmg_assets import data_layer, evaluation, training
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
 from dmg_assets.sensors import register_default_cohorts
 from dmg_resources.checkpoints import CheckpointStore
@@ -33,9 +33,16 @@ training_job = define_asset_job(
     description="Cross-validate one CNN per gene of a (cohort, chromosome) partition.",
 )
 
+evaluation_job = define_asset_job(
+    "evaluation_job",
+    selection=AssetSelection.assets(evaluation.model_evaluation),
+    partitions_def=cohort_chromosome_partitions,
+    description="Cross-validate the baseline models of a (cohort, chromosome) partition.",
+)
+
 defs = Definitions(
-    assets=load_assets_from_modules([data_layer, training]),
-    jobs=[data_layer_job, training_job],
+    assets=load_assets_from_modules([data_layer, training, evaluation]),
+    jobs=[data_layer_job, training_job, evaluation_job],
     sensors=[register_default_cohorts],
     resources={
         "source": XenaSource(base_url=SOURCE_URL, cache_dir=f"{DATA_DIR}/cache"),

@@ -19,10 +19,13 @@ from dagster import AssetKey, DagsterInstance, MultiPartitionKey
 
 from dmg_assets import runs
 from dmg_assets.definitions import SOURCE_URL, defs
+from dmg_assets.evaluation import DEFAULT_MODELS
 from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
 from dmg_assets.training import POOL
 from dmg_ml.data.genome import CHROMOSOMES
+from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.data.xena import methylation_path
+from dmg_ml.models.registry import MODELS
 from dmg_ml.synthetic.writer import SMALL, write_synthetic_hub
 from dmg_resources.source import validate_cohort
 
@@ -56,14 +59,24 @@ def _training_config(args: argparse.Namespace) -> dict:
     return {"ops": {"cnn_models": {"config": config}}}
 
 
+def _evaluation_config(args: argparse.Namespace) -> dict:
+    config = {"models": args.models, "window_bp": args.window_bp, "protocol": args.protocol}
+    return {"ops": {"model_evaluation": {"config": config}}}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohorts", nargs="+", default=list(DEFAULT_COHORTS))
     parser.add_argument("--train", nargs="*", default=["BRCA"], help="cohorts to train on")
-    parser.add_argument("--window-bp", type=int, default=1_000_000)
+    parser.add_argument("--window-bp", type=int, default=DEFAULT_WINDOW_BP)
     parser.add_argument("--protocol", default="honest", choices=["honest", "published"])
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument(
+        "--models", nargs="*", default=list(DEFAULT_MODELS),
+        help=f"baseline models to cross-validate beside the CNN (registry names: "
+        f"{', '.join(m for m in MODELS if m != 'cnn')}); none skips the evaluation",
+    )
     parser.add_argument(
         "--keep-last-weights", action="store_true",
         help="keep each fold's last-epoch weights, as the authors' script does in effect",
@@ -106,21 +119,31 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
         runs.execute(data_job, instance, partition_key=cohort)
 
     training_job = defs.resolve_job_def("training_job")
+    evaluation_job = defs.resolve_job_def("evaluation_job")
     summary_job = defs.resolve_implicit_global_asset_job_def()
+    summaries = [AssetKey("cnn_summary")] + ([AssetKey("model_comparison")] if args.models else [])
     for cohort in train:
         for chromosome in CHROMOSOMES:
+            key = MultiPartitionKey({"cohort": cohort, "chromosome": chromosome})
             print(f"training: {cohort} {chromosome}", flush=True)
-            runs.execute(
-                training_job, instance, run_config=_training_config(args),
-                partition_key=MultiPartitionKey({"cohort": cohort, "chromosome": chromosome}),
-            )
-        runs.execute(
-            summary_job, instance, partition_key=cohort, asset_selection=[AssetKey("cnn_summary")]
-        )
+            runs.execute(training_job, instance, run_config=_training_config(args),
+                         partition_key=key)
+            if args.models:
+                print(f"evaluating {', '.join(args.models)}: {cohort} {chromosome}", flush=True)
+                runs.execute(evaluation_job, instance, run_config=_evaluation_config(args),
+                             partition_key=key)
+        runs.execute(summary_job, instance, partition_key=cohort, asset_selection=summaries)
 
     warehouse = defs.resources["warehouse"]
-    for view in ["cohort_overview"] + (["cnn_cohort_summary"] if train else []):
+    views = ["cohort_overview"] + (["model_summary"] if train else [])
+    for view in views:
         print(warehouse.query(f"SELECT * FROM {view} ORDER BY ALL").to_string(index=False))
+    if train and args.models:
+        print(warehouse.query(
+            "SELECT cohort, model_a, model_b, genes, round(mean_delta, 3) AS mean_dR2, "
+            "round(share_a_wins, 2) AS a_wins, wilcoxon_p, round(ci_low, 3) AS ci_low, "
+            "round(ci_high, 3) AS ci_high FROM model_comparison WHERE metric = 'r2' ORDER BY ALL"
+        ).to_string(index=False))
     return 0
 
 

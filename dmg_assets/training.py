@@ -26,9 +26,10 @@ from dagster import (
 )
 from pydantic import Field
 
+from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table, png_markdown
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
-from dmg_ml.data.inputs import gene_inputs
+from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.cv import GeneCVResult, cross_validate
 from dmg_ml.training.reference import TrainConfig
 from dmg_resources.checkpoints import CheckpointStore
@@ -41,7 +42,7 @@ TABLES = ("cnn_fold_metrics", "cnn_gene_metrics", "cnn_predictions", "cnn_checkp
 
 
 class TrainingConfig(Config):
-    window_bp: int = Field(default=1_000_000, description="Window half-width W (bp).")
+    window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
     protocol: str = Field(
         default="honest",
         description="'honest' (patient-grouped, fresh model per fold, inner early stopping) or "
@@ -81,32 +82,6 @@ def _partition(context: AssetExecutionContext, config: TrainingConfig) -> dict[s
         "protocol": config.protocol,
         "window_bp": str(config.window_bp),
     }
-
-
-def _load_inputs(warehouse: Warehouse, partition: dict[str, str], config: TrainingConfig):
-    cohort, chromosome = {"cohort": partition["cohort"]}, partition["chromosome"]
-    windows = warehouse.read(
-        "gene_windows", cohort,
-        filters=[("chromosome", "=", chromosome), ("window_bp", "=", config.window_bp)],
-    )
-    if windows.empty:
-        return []
-    genes = config.genes or None
-    if genes is not None:
-        unknown = sorted(set(genes) - set(windows["gene"]))
-        if unknown:
-            raise ValueError(
-                f"genes not in gene_windows of {partition['cohort']} {chromosome} at "
-                f"W={config.window_bp}: {unknown[:10]}"
-            )
-    m_values = warehouse.read("m_values", {**cohort, "chromosome": chromosome})
-    wanted = set(genes or windows["gene"])
-    expression = warehouse.read("expression", cohort, filters=[("gene", "in", wanted)])
-    samples = warehouse.read("samples", cohort, filters=[("kept", "=", True)])
-    if config.tissue != "all":
-        samples = samples[samples["tissue"] == config.tissue]
-        m_values = m_values[m_values["sample"].isin(set(samples["sample"]))]
-    return gene_inputs(windows, m_values, expression, samples, genes)
 
 
 class _Progress:
@@ -211,7 +186,10 @@ def cnn_models(
     gene list replaces only those genes' rows.
     """
     partition = _partition(context, config)
-    inputs = _load_inputs(warehouse, partition, config)
+    inputs = load_gene_inputs(
+        warehouse, partition["cohort"], partition["chromosome"], config.window_bp, config.genes,
+        config.tissue,
+    )
     torch_device = device.resolve()
     precision = device.resolve_precision(torch_device)
     context.log.info(

@@ -155,9 +155,11 @@ class Transaction:
         return writer.rows
 
     def replace_rows(
-        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame, key: str
+        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame,
+        key: str | list[str],
     ) -> int:
-        """Replace the rows of ``frame``'s ``key`` values in a partition, keeping the others.
+        """Replace the rows whose ``key`` values (one column or several) ``frame`` holds,
+        keeping the others.
 
         The partition stays locked from this read until the commit, so two steps replacing
         different keys of one partition both keep their rows.
@@ -166,7 +168,9 @@ class Transaction:
         self._hold(target)
         if any(target.rglob("*.parquet")):
             old = pq.ParquetDataset(target, partitioning=None).read().to_pandas()
-            old = old[~old[key].isin(set(frame[key]))]
+            columns = [key] if isinstance(key, str) else list(key)
+            replaced = pd.MultiIndex.from_frame(frame[columns].drop_duplicates())
+            old = old[~pd.MultiIndex.from_frame(old[columns]).isin(replaced)]
             frame = pd.concat([old, frame], ignore_index=True)
         return self.write(table, partition, frame)
 
@@ -310,7 +314,8 @@ class Warehouse(ConfigurableResource):
             return transaction.write(table, partition, frame)
 
     def replace_rows(
-        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame, key: str
+        self, table: str, partition: Mapping[str, str], frame: pd.DataFrame,
+        key: str | list[str],
     ) -> int:
         """Replace the rows of ``frame``'s ``key`` values in a partition, keeping the others."""
         with self.transaction() as transaction:

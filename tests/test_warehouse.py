@@ -273,3 +273,16 @@ def test_partitions_staged_at_once_in_one_transaction_stay_apart(tmp_path):
         tx.write("inner", {"cohort": "BRCA"}, pd.DataFrame({"probe": ["p", "q"]}))
     assert warehouse.read("outer", {"cohort": "BRCA"})["gene"].tolist() == ["A"]
     assert warehouse.read("inner", {"cohort": "BRCA"})["probe"].tolist() == ["p", "q"]
+
+
+def test_replace_rows_on_a_composite_key_keeps_other_combinations(tmp_path):
+    warehouse = _warehouse(tmp_path)
+    partition = {"cohort": "BRCA"}
+    first = pd.DataFrame({"model": ["enet", "enet", "rf"], "gene": ["A", "B", "A"],
+                          "r2": [0.1, 0.2, 0.3]})
+    warehouse.write("scores", partition, first)
+    warehouse.replace_rows("scores", partition,
+                           pd.DataFrame({"model": ["enet"], "gene": ["A"], "r2": [0.9]}),
+                           key=["model", "gene"])
+    rows = warehouse.read("scores", partition).sort_values(["model", "gene"])
+    assert rows["r2"].tolist() == [0.9, 0.2, 0.3]

@@ -15,3 +15,32 @@ SELECT s.cohort,
        (SELECT count(*) FROM gene_promoters g WHERE g.cohort = s.cohort) AS genes
 FROM samples s
 GROUP BY s.cohort;
+
+-- gene_metrics: every model's per-gene R² and r², the CNN's included, so a comparison is one
+-- GROUP BY. Defined three times: whichever tables exist, the last definition that binds stays.
+CREATE OR REPLACE VIEW gene_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, model, gene, n_cpgs, n_samples, r2, pearson_r2,
+       mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
+FROM model_gene_metrics;
+
+CREATE OR REPLACE VIEW gene_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, 'cnn' AS model, gene, n_cpgs, n_samples, r2,
+       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
+FROM cnn_gene_metrics;
+
+CREATE OR REPLACE VIEW gene_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, 'cnn' AS model, gene, n_cpgs, n_samples, r2,
+       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
+FROM cnn_gene_metrics
+UNION ALL
+SELECT cohort, chromosome, protocol, window_bp, model, gene, n_cpgs, n_samples, r2, pearson_r2,
+       mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
+FROM model_gene_metrics;
+
+-- Per cohort, protocol, window and model: genes, mean and median R² and r².
+CREATE OR REPLACE VIEW model_summary AS
+SELECT cohort, protocol, window_bp, model, count(*) AS genes,
+       avg(r2) AS mean_r2, median(r2) AS median_r2,
+       avg(pearson_r2) AS mean_pearson_r2, median(pearson_r2) AS median_pearson_r2
+FROM gene_metrics
+GROUP BY ALL;

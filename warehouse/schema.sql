@@ -65,3 +65,30 @@ CREATE OR REPLACE VIEW cnn_cohort_summary AS
 SELECT cohort, protocol, window_bp, genes, mean_r2, median_r2, mean_pearson_r2,
        median_pearson_r2, mean_n_cpgs
 FROM read_parquet('{root}/cnn_cohort_summary/**/*.parquet', hive_partitioning = true);
+
+-- Evaluation tables: every baseline model on the CNN's outer folds, partitioned like the CNN's
+-- (cohort, chromosome, protocol, window_bp), one row per model and gene (and fold / sample).
+
+-- model_fold_metrics: R² and r² per model, gene and outer fold.
+CREATE OR REPLACE VIEW model_fold_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, model, gene, fold, n_train, n_test, r2,
+       pearson_r2, seconds, run_id
+FROM read_parquet('{root}/model_fold_metrics/**/*.parquet', hive_partitioning = true);
+
+-- model_gene_metrics: pooled out-of-fold R² and r² per model and gene.
+CREATE OR REPLACE VIEW model_gene_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, model, gene, n_cpgs, n_samples, r2, pearson_r2,
+       mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
+FROM read_parquet('{root}/model_gene_metrics/**/*.parquet', hive_partitioning = true);
+
+-- model_predictions: out-of-fold predictions per model, gene and sample.
+CREATE OR REPLACE VIEW model_predictions AS
+SELECT cohort, chromosome, protocol, window_bp, model, gene, sample, fold, y_true, y_pred, run_id
+FROM read_parquet('{root}/model_predictions/**/*.parquet', hive_partitioning = true);
+
+-- model_comparison: every pair of models per cohort, protocol and window over their common
+-- genes, for metric r2 and pearson_r2: mean/median delta (a - b), wins, Wilcoxon p, 95 % CI.
+CREATE OR REPLACE VIEW model_comparison AS
+SELECT cohort, protocol, window_bp, model_a, model_b, metric, genes, mean_delta, median_delta,
+       share_a_wins, share_b_wins, wilcoxon_p, ci_low, ci_high
+FROM read_parquet('{root}/model_comparison/**/*.parquet', hive_partitioning = true);

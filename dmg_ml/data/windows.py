@@ -10,6 +10,8 @@ import pandas as pd
 #: Window half-widths W the paper compares; the authors' code used 10 Mb for every model.
 WINDOW_SIZES: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
 AUTHORS_CODE_WINDOW = 10_000_000
+#: The window models train on unless told otherwise (the paper's 1 Mb).
+DEFAULT_WINDOW_BP = 1_000_000
 
 
 def _ranges(probes: pd.DataFrame, chromosome: str, lo: np.ndarray, hi: np.ndarray):

@@ -1,0 +1,42 @@
+"""Per-gene model inputs of a (cohort, chromosome) partition, read from the warehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dmg_ml.data.inputs import GeneInput, gene_inputs
+from dmg_resources.warehouse import Warehouse
+
+
+def load_gene_inputs(
+    warehouse: Warehouse, cohort: str, chromosome: str, window_bp: int,
+    genes: Sequence[str] = (), tissue: str = "all",
+) -> list[GeneInput]:
+    """The genes of one chromosome (or those named) with their window's M-values and expression.
+
+    Raises ``ValueError`` naming genes that are not in the partition's windows.
+    """
+    partition = {"cohort": cohort}
+    windows = warehouse.read(
+        "gene_windows", partition,
+        filters=[("chromosome", "=", chromosome), ("window_bp", "=", window_bp)],
+    )
+    if windows.empty:
+        return []
+    wanted = list(genes) or None
+    if wanted is not None:
+        unknown = sorted(set(wanted) - set(windows["gene"]))
+        if unknown:
+            raise ValueError(
+                f"genes not in gene_windows of {cohort} {chromosome} at W={window_bp}: "
+                f"{unknown[:10]}"
+            )
+    m_values = warehouse.read("m_values", {**partition, "chromosome": chromosome})
+    expression = warehouse.read(
+        "expression", partition, filters=[("gene", "in", set(wanted or windows["gene"]))]
+    )
+    samples = warehouse.read("samples", partition, filters=[("kept", "=", True)])
+    if tissue != "all":
+        samples = samples[samples["tissue"] == tissue]
+        m_values = m_values[m_values["sample"].isin(set(samples["sample"]))]
+    return gene_inputs(windows, m_values, expression, samples, wanted)

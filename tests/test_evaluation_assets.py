@@ -1,0 +1,97 @@
+"""Evaluation assets through Dagster: baselines on the CNN's folds, rows in DuckDB, comparison."""
+
+import shutil
+
+import pytest
+from dagster import DagsterInstance, MultiPartitionKey, materialize
+
+from dmg_assets.evaluation import model_comparison, model_evaluation
+from dmg_assets.partitions import cohort_partitions
+from dmg_assets.training import cnn_models
+from tests.test_training_assets import FAST, _resources
+
+W = 100_000
+KEY = MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"})
+
+
+def _instance() -> DagsterInstance:
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+    return instance
+
+
+def _evaluate(data_dir, **config):
+    return materialize(
+        [model_evaluation], partition_key=KEY, resources=_resources(data_dir),
+        instance=_instance(),
+        run_config={"ops": {"model_evaluation": {"config": {"window_bp": W, **config}}}},
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated(built, tmp_path_factory):
+    """BRCA chr1: the CNN, then enet and mean, then the comparison."""
+    data_dir = tmp_path_factory.mktemp("evaluated") / "data"
+    shutil.copytree(built, data_dir)
+    materialize([cnn_models], partition_key=KEY, resources=_resources(data_dir),
+                instance=_instance(),
+                run_config={"ops": {"cnn_models": {"config": {**FAST, "window_bp": W}}}})
+    _evaluate(data_dir, models=["enet", "mean"])
+    materialize([model_comparison], partition_key="BRCA", resources=_resources(data_dir),
+                instance=_instance())
+    return data_dir
+
+
+def test_baselines_land_beside_the_cnn_on_the_same_folds(evaluated):
+    warehouse = _resources(evaluated)["warehouse"]
+    counts = warehouse.query(
+        "SELECT model, count(*) AS genes FROM gene_metrics GROUP BY 1 ORDER BY 1"
+    )
+    genes = counts["genes"].iloc[0]
+    assert counts.to_dict("list") == {"model": ["cnn", "enet", "mean"], "genes": [genes] * 3}
+    mismatched = warehouse.query(
+        "SELECT count(*) AS n FROM model_predictions m JOIN cnn_predictions c "
+        "USING (cohort, chromosome, protocol, window_bp, gene, sample) WHERE m.fold <> c.fold"
+    )
+    assert mismatched["n"].item() == 0
+    paired = warehouse.query(
+        "SELECT count(*) AS n FROM model_predictions m JOIN cnn_predictions c "
+        "USING (cohort, chromosome, protocol, window_bp, gene, sample)"
+    )
+    assert paired["n"].item() == 2 * genes * 48
+    folds = warehouse.query("SELECT model, gene, count(*) AS n FROM model_fold_metrics GROUP BY ALL")
+    assert (folds["n"] == 5).all()
+    mean = warehouse.query("SELECT max(r2) AS best FROM model_gene_metrics WHERE model = 'mean'")
+    assert mean["best"].item() <= 0.0 + 1e-9
+
+
+def test_the_comparison_pairs_every_two_models_on_both_metrics(evaluated):
+    table = _resources(evaluated)["warehouse"].query(
+        "SELECT * FROM model_comparison ORDER BY metric, model_a, model_b"
+    )
+    pairs = [(a, b) for a, b in zip(table["model_a"], table["model_b"], strict=True)]
+    assert pairs == [("cnn", "enet"), ("cnn", "mean"), ("enet", "mean")] * 2
+    assert set(table["metric"]) == {"r2", "pearson_r2"}
+    assert (table["ci_low"] <= table["mean_delta"]).all()
+    assert (table["mean_delta"] <= table["ci_high"]).all()
+    assert table["genes"].nunique() == 1
+
+
+def test_another_model_adds_its_rows_and_a_gene_list_replaces_only_those(evaluated, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(evaluated, data_dir)
+    warehouse = _resources(data_dir)["warehouse"]
+    before = warehouse.query("SELECT model, gene, run_id FROM model_gene_metrics ORDER BY ALL")
+    _evaluate(data_dir, models=["rf"])
+    _evaluate(data_dir, models=["enet"], genes=[before["gene"].iloc[0]])
+    after = warehouse.query("SELECT model, gene, run_id FROM model_gene_metrics ORDER BY ALL")
+    assert sorted(set(after["model"])) == ["enet", "mean", "rf"]
+    merged = before.merge(after, on=["model", "gene"], suffixes=("_before", "_after"))
+    changed = merged[merged["run_id_before"] != merged["run_id_after"]]
+    assert changed[["model", "gene"]].values.tolist() == [["enet", before["gene"].iloc[0]]]
+
+
+def test_an_unknown_or_cnn_model_is_refused_before_any_work(evaluated, tmp_path):
+    for models in (["xgboost"], ["cnn"], []):
+        with pytest.raises(Exception, match="models must be a non-empty list"):
+            _evaluate(tmp_path, models=models)
