@@ -59,7 +59,9 @@ def test_baselines_land_beside_the_cnn_on_the_same_folds(evaluated):
         "USING (cohort, chromosome, protocol, window_bp, gene, sample)"
     )
     assert paired["n"].item() == 2 * genes * 48
-    folds = warehouse.query("SELECT model, gene, count(*) AS n FROM model_fold_metrics GROUP BY ALL")
+    folds = warehouse.query(
+        "SELECT model, gene, count(*) AS n FROM model_fold_metrics GROUP BY ALL"
+    )
     assert (folds["n"] == 5).all()
     mean = warehouse.query("SELECT max(r2) AS best FROM model_gene_metrics WHERE model = 'mean'")
     assert mean["best"].item() <= 0.0 + 1e-9

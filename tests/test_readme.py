@@ -19,6 +19,7 @@ import yaml
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 from packaging.requirements import Requirement
 
+from dmg_assets.evaluation import model_comparison, model_evaluation
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models, cnn_summary
 from dmg_ml.synthetic.layout import build_layout
@@ -93,7 +94,8 @@ def _readme_run_config() -> dict:
 @pytest.fixture(scope="module")
 def project(built, tmp_path_factory, one_thread) -> Path:
     """A project root holding ``data/`` as ``make run`` leaves it: the tiny BRCA trained on chr1
-    with the README's Launchpad config (fewer epochs), and its cohort summary."""
+    with the README's Launchpad config (fewer epochs), its cohort summary, the default baselines
+    and the model comparison."""
     root = tmp_path_factory.mktemp("project")
     data_dir = root / "data"
     shutil.copytree(built, data_dir)
@@ -106,6 +108,14 @@ def project(built, tmp_path_factory, one_thread) -> Path:
         resources=resources, instance=instance, run_config=_readme_run_config(),
     )
     materialize([cnn_summary], partition_key="BRCA", resources=resources, instance=instance)
+    window = _readme_run_config()["ops"]["cnn_models"]["config"]["window_bp"]
+    materialize(
+        [model_evaluation],
+        partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
+        resources=resources, instance=instance,
+        run_config={"ops": {"model_evaluation": {"config": {"window_bp": window}}}},
+    )
+    materialize([model_comparison], partition_key="BRCA", resources=resources, instance=instance)
     return root
 
 
