@@ -5,7 +5,8 @@ registry on every gene of the partition with the shared engine and writes three 
 protocol and window, with a ``model`` column: fold metrics, gene metrics and out-of-fold
 predictions. The CNN itself is trained by ``cnn_models``; the ``gene_metrics`` view lists its rows
 beside these, so a comparison is one GROUP BY. ``model_comparison`` (per cohort) pairs every two
-models over the genes both were scored on.
+models over the genes both were scored on; ``r2_by_cpg_count`` (per cohort) is the paper's
+CpG-count experiment.
 """
 
 import time
@@ -32,6 +33,7 @@ from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partition
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.compare import paired_comparison
 from dmg_ml.evaluation.engine import ModelCVResult, evaluate
+from dmg_ml.evaluation.experiments import r2_by_cpg_count as cpg_count_table
 from dmg_ml.models.registry import MODELS, model_class
 from dmg_resources.warehouse import Warehouse
 
@@ -188,4 +190,31 @@ def model_comparison(context: AssetExecutionContext, warehouse: Warehouse) -> Ma
     return MaterializeResult(metadata={
         "rows": rows, "models": ", ".join(sorted(metrics["model"].unique())),
         "r2_comparison": MetadataValue.md(markdown_table(shown)),
+    })
+
+
+@asset(
+    partitions_def=cohort_partitions,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    deps=[
+        AssetDep(name, partition_mapping=MultiToSingleDimensionPartitionMapping("cohort"))
+        for name in ("model_gene_metrics", "cnn_gene_metrics")
+    ],
+)
+def r2_by_cpg_count(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+    """The paper's CpG-count experiment: genes, mean and median R² and r² per model and bin of
+    the number of CpGs in the gene's window, per protocol and window."""
+    cohort = context.partition_key
+    metrics = warehouse.query("SELECT * FROM gene_metrics WHERE cohort = ?", [cohort])
+    if metrics.empty:
+        raise LookupError(f"{cohort}: no gene metrics: materialise cnn_models or "
+                          "model_evaluation first")
+    table = cpg_count_table(metrics)
+    rows = warehouse.write("r2_by_cpg_count", {"cohort": cohort}, table)
+    shown = table.pivot_table(index=["protocol", "window_bp", "cpg_bin", "bin_low"],
+                              columns="model", values="mean_r2").reset_index()
+    shown = shown.sort_values(["protocol", "window_bp", "bin_low"]).drop(columns="bin_low")
+    return MaterializeResult(metadata={
+        "rows": rows, "mean_r2_by_bin": MetadataValue.md(markdown_table(shown)),
     })

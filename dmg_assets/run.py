@@ -121,7 +121,8 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
     training_job = defs.resolve_job_def("training_job")
     evaluation_job = defs.resolve_job_def("evaluation_job")
     summary_job = defs.resolve_implicit_global_asset_job_def()
-    summaries = [AssetKey("cnn_summary")] + ([AssetKey("model_comparison")] if args.models else [])
+    summaries = [AssetKey("cnn_summary"), AssetKey("r2_by_cpg_count")]
+    summaries += [AssetKey("model_comparison")] if args.models else []
     for cohort in train:
         for chromosome in CHROMOSOMES:
             key = MultiPartitionKey({"cohort": cohort, "chromosome": chromosome})

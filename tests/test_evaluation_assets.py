@@ -5,7 +5,7 @@ import shutil
 import pytest
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 
-from dmg_assets.evaluation import model_comparison, model_evaluation
+from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_count
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models
 from tests.test_training_assets import FAST, _resources
@@ -37,8 +37,8 @@ def evaluated(built, tmp_path_factory):
                 instance=_instance(),
                 run_config={"ops": {"cnn_models": {"config": {**FAST, "window_bp": W}}}})
     _evaluate(data_dir, models=["enet", "mean"])
-    materialize([model_comparison], partition_key="BRCA", resources=_resources(data_dir),
-                instance=_instance())
+    materialize([model_comparison, r2_by_cpg_count], partition_key="BRCA",
+                resources=_resources(data_dir), instance=_instance())
     return data_dir
 
 
@@ -97,3 +97,16 @@ def test_an_unknown_or_cnn_model_is_refused_before_any_work(evaluated, tmp_path)
     for models in (["xgboost"], ["cnn"], []):
         with pytest.raises(Exception, match="models must be a non-empty list"):
             _evaluate(tmp_path, models=models)
+
+
+def test_the_cpg_count_experiment_bins_every_gene_of_every_model(evaluated):
+    warehouse = _resources(evaluated)["warehouse"]
+    table = warehouse.query("SELECT * FROM r2_by_cpg_count ORDER BY model, bin_low")
+    genes = warehouse.query("SELECT model, count(*) AS n FROM gene_metrics GROUP BY 1")
+    per_model = table.groupby("model")["genes"].sum()
+    assert per_model.to_dict() == genes.set_index("model")["n"].to_dict()
+    cnn = warehouse.query(
+        "SELECT avg(r2) AS mean_r2 FROM gene_metrics WHERE model = 'cnn'"
+    )["mean_r2"].item()
+    rows = table[table["model"] == "cnn"]
+    assert (rows["mean_r2"] * rows["genes"]).sum() / rows["genes"].sum() == pytest.approx(cnn)

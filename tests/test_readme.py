@@ -19,7 +19,7 @@ import yaml
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 from packaging.requirements import Requirement
 
-from dmg_assets.evaluation import model_comparison, model_evaluation
+from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_count
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models, cnn_summary
 from dmg_ml.synthetic.layout import build_layout
@@ -115,7 +115,8 @@ def project(built, tmp_path_factory, one_thread) -> Path:
         resources=resources, instance=instance,
         run_config={"ops": {"model_evaluation": {"config": {"window_bp": window}}}},
     )
-    materialize([model_comparison], partition_key="BRCA", resources=resources, instance=instance)
+    materialize([model_comparison, r2_by_cpg_count], partition_key="BRCA", resources=resources,
+                instance=instance)
     return root
 
 

@@ -92,3 +92,10 @@ CREATE OR REPLACE VIEW model_comparison AS
 SELECT cohort, protocol, window_bp, model_a, model_b, metric, genes, mean_delta, median_delta,
        share_a_wins, share_b_wins, wilcoxon_p, ci_low, ci_high
 FROM read_parquet('{root}/model_comparison/**/*.parquet', hive_partitioning = true);
+
+-- r2_by_cpg_count: per cohort, protocol, window, model and bin of CpGs in the window: genes,
+-- mean and median R², mean r² (the paper's CpG-count experiment).
+CREATE OR REPLACE VIEW r2_by_cpg_count AS
+SELECT cohort, protocol, window_bp, model, cpg_bin, bin_low, genes, mean_r2, median_r2,
+       mean_pearson_r2, median_n_cpgs
+FROM read_parquet('{root}/r2_by_cpg_count/**/*.parquet', hive_partitioning = true);
