@@ -60,9 +60,11 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 import dmg_ml  # noqa: E402, F401, I001  (before torch: OpenMP threads then sleep, not spin)
+from dmg_ml.data.windows import DEFAULT_WINDOW_BP  # noqa: E402
 from dmg_ml.models.registry import MODELS, model_class  # noqa: E402
+from dmg_ml.training.reference import TrainConfig  # noqa: E402
 
-PAPER_EPOCHS, PAPER_PATIENCE = 700, 90
+PAPER_EPOCHS, PAPER_PATIENCE = TrainConfig().max_epochs, TrainConfig().patience
 GENOME_GENES = 14_000
 #: default order: the CNN first (every ratio needs it), cascade_forest, the likely timeout, last
 DEFAULT_MODELS = ["cnn", "mean", "enet", "svr", "rf", "mlp", "cascade_forest"]
@@ -101,7 +103,6 @@ def evaluate_params(name: str, args: argparse.Namespace, warm: bool = False) -> 
     """``evaluate``'s ``params`` for ``name``: for cnn, ``cross_validate``'s."""
     if name != "cnn":
         return constructor_params(name, args, warm)
-    from dmg_ml.training.reference import TrainConfig
 
     epochs, patience = (2, 2) if warm else (args.epochs, args.patience)
     config = TrainConfig(max_epochs=epochs, patience=patience, precision=args.precision)
@@ -406,7 +407,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=873,
                    help="samples per gene, ~10%% of them normals paired with a tumour "
                    "(default 873, BRCA)")
-    p.add_argument("--window-bp", type=int, default=1_000_000,
+    p.add_argument("--window-bp", type=int, default=DEFAULT_WINDOW_BP,
                    help="window half-width W whose synthetic 450K lengths L the genes take "
                    "(default 1,000,000)")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
@@ -441,14 +442,14 @@ def resolve(args: argparse.Namespace) -> None:
     worker (where they take effect). Imports torch: ``dmg_ml`` was imported first."""
     import torch
 
-    from dmg_ml.training.runtime import set_training_threads
+    from dmg_ml.training.runtime import auto_precision, set_training_threads
 
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = args.threads or set_training_threads()
     args.n_jobs = args.n_jobs or threads
     if args.precision == "auto":
-        args.precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        args.precision = auto_precision("cpu")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dmg_ml  # noqa: E402, F401, I001  (before torch: OpenMP threads then sleep, not spin)
 import torch  # noqa: E402
 from dmg_ml.data.inputs import GeneData  # noqa: E402
+from dmg_ml.data.windows import DEFAULT_WINDOW_BP  # noqa: E402
 from dmg_ml.evaluation.cv import GeneCVResult, cross_validate  # noqa: E402
 from dmg_ml.training.runtime import keep_freed_memory  # noqa: E402
 from dmg_ml.synthetic.writer import FULL, window_lengths  # noqa: E402
@@ -218,7 +219,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--genes", type=int, default=6)
     p.add_argument("--lengths", default="synthetic", choices=["synthetic", "range"])
-    p.add_argument("--window-bp", type=int, default=1_000_000, help="for --lengths synthetic")
+    p.add_argument(
+        "--window-bp", type=int, default=DEFAULT_WINDOW_BP, help="for --lengths synthetic"
+    )
     p.add_argument("--epochs", type=int, default=20, help="epochs per fold in fixed mode")
     p.add_argument("--max-epochs", type=int, default=300, help="epoch cap in early mode")
     p.add_argument("--patience", type=int, default=30, help="patience in early mode")

@@ -158,26 +158,37 @@ def model_evaluation(context: AssetExecutionContext, config: EvaluationConfig,
         yield MaterializeResult(asset_key=name, metadata=metadata)
 
 
-@asset(
-    partitions_def=cohort_partitions,
-    group_name=GROUP,
-    kinds={"duckdb"},
-    deps=[
+#: A per-cohort table computed from every model's gene metrics (all chromosomes of the cohort).
+_COHORT_SUMMARY = {
+    "partitions_def": cohort_partitions,
+    "group_name": GROUP,
+    "kinds": {"duckdb"},
+    "deps": [
         AssetDep(name, partition_mapping=MultiToSingleDimensionPartitionMapping("cohort"))
         for name in ("model_gene_metrics", "cnn_gene_metrics")
     ],
-)
+}
+
+
+def _gene_metrics(warehouse: Warehouse, cohort: str, min_models: int, why: str) -> pd.DataFrame:
+    """The ``gene_metrics`` rows of ``cohort``; fails with the reason when they hold fewer than
+    ``min_models`` models."""
+    metrics = warehouse.query("SELECT * FROM gene_metrics WHERE cohort = ?", [cohort])
+    if metrics["model"].nunique() < min_models:
+        raise LookupError(
+            f"{cohort}: gene_metrics holds {sorted(metrics['model'].unique())}: materialise "
+            f"cnn_models and model_evaluation first ({why})"
+        )
+    return metrics
+
+
+@asset(**_COHORT_SUMMARY)
 def model_comparison(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
     """Every pair of models (the CNN and the baselines) over the genes both were scored on: mean
     and median per-gene ΔR², share of genes each wins, Wilcoxon p and a bootstrap 95 % interval;
     for R² (coefficient of determination) and r² (squared Pearson)."""
     cohort = context.partition_key
-    metrics = warehouse.query("SELECT * FROM gene_metrics WHERE cohort = ?", [cohort])
-    if metrics["model"].nunique() < 2:
-        raise LookupError(
-            f"{cohort}: gene_metrics holds {sorted(metrics['model'].unique())}: materialise "
-            "cnn_models and model_evaluation first (a comparison needs two models)"
-        )
+    metrics = _gene_metrics(warehouse, cohort, 2, "a comparison needs two models")
     table = pd.concat(
         [paired_comparison(metrics, metric) for metric in ("r2", "pearson_r2")],
         ignore_index=True,
@@ -193,23 +204,12 @@ def model_comparison(context: AssetExecutionContext, warehouse: Warehouse) -> Ma
     })
 
 
-@asset(
-    partitions_def=cohort_partitions,
-    group_name=GROUP,
-    kinds={"duckdb"},
-    deps=[
-        AssetDep(name, partition_mapping=MultiToSingleDimensionPartitionMapping("cohort"))
-        for name in ("model_gene_metrics", "cnn_gene_metrics")
-    ],
-)
+@asset(**_COHORT_SUMMARY)
 def r2_by_cpg_count(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
     """The paper's CpG-count experiment: genes, mean and median R² and r² per model and bin of
     the number of CpGs in the gene's window, per protocol and window."""
     cohort = context.partition_key
-    metrics = warehouse.query("SELECT * FROM gene_metrics WHERE cohort = ?", [cohort])
-    if metrics.empty:
-        raise LookupError(f"{cohort}: no gene metrics: materialise cnn_models or "
-                          "model_evaluation first")
+    metrics = _gene_metrics(warehouse, cohort, 1, "one of them is enough")
     table = cpg_count_table(metrics)
     rows = warehouse.write("r2_by_cpg_count", {"cohort": cohort}, table)
     shown = table.pivot_table(index=["protocol", "window_bp", "cpg_bin", "bin_low"],

@@ -3,7 +3,7 @@
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from dmg_ml.training.runtime import keep_freed_memory, set_training_threads
+from dmg_ml.training.runtime import auto_precision, keep_freed_memory, set_training_threads
 
 
 class TorchDevice(ConfigurableResource):
@@ -42,16 +42,8 @@ class TorchDevice(ConfigurableResource):
         return self.device
 
     def resolve_precision(self, device: str) -> str:
-        """'auto' is bf16 where the hardware computes in it natively (AVX512-BF16/AMX CPUs,
-        CUDA GPUs with bf16), fp32 elsewhere; ``benchmarks/trainer_speed.py`` measures that
-        bf16 keeps per-gene R² within 0.01 of fp32."""
-        import torch
-
-        if self.precision != "auto":
-            return self.precision
-        if device.startswith("cuda"):
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        """The configured precision; 'auto' is ``dmg_ml.training.runtime.auto_precision``."""
+        return auto_precision(device) if self.precision == "auto" else self.precision
 
     def gpu_count(self) -> int:
         import torch

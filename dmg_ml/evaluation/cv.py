@@ -37,6 +37,7 @@ from dmg_ml.evaluation.metrics import pearson_r2, r2
 from dmg_ml.models.cnn import AdaptiveRegressionCNN, channel_widths, parameter_count
 from dmg_ml.training.batched import FitTask, fit_batched
 from dmg_ml.training.reference import (
+    TRAINERS,
     TrainConfig,
     TrainResult,
     fit_reference,
@@ -46,7 +47,6 @@ from dmg_ml.training.reference import (
 )
 
 PROTOCOLS = ("honest", "published")
-TRAINERS = ("batched", "reference")
 PUBLISHED_KFOLD_SEED = 42
 INNER_VALID_FRACTION = 0.2
 FOLD_METRIC_COLUMNS = [

@@ -19,10 +19,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from dmg_ml.models.base import inner_holdout
 from dmg_ml.models.cnn import AblationMLP
 from dmg_ml.training.batched import FitTask, fit_batched
-from dmg_ml.training.reference import TrainConfig, TrainResult, fit_reference, predict
-
-#: The trainers a ``CNNRegressor`` can use: the fast stacked one or the plain reference loop.
-TRAINERS = ("batched", "reference")
+from dmg_ml.training.reference import (
+    TRAINERS,
+    TrainConfig,
+    TrainResult,
+    fit_reference,
+    predict,
+)
 
 _DEFAULTS = TrainConfig()
 

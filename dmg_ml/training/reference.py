@@ -32,6 +32,8 @@ from torch import nn
 from dmg_ml.models.cnn import AdaptiveRegressionCNN
 
 PRECISIONS = ("fp32", "bf16")
+#: The two trainers of this package: the plain loop here and the stacked one in ``batched``.
+TRAINERS = ("batched", "reference")
 
 
 @dataclass
