@@ -70,6 +70,8 @@ def test_barcodes_give_patient_and_tissue():
     table = parse_barcodes(["TCGA-A1-A0SB-01", "TCGA-A1-A0SB-11", "TCGA-B6-A0RE-06"])
     assert table["patient"].tolist() == ["TCGA-A1-A0SB"] * 2 + ["TCGA-B6-A0RE"]
     assert table["tissue"].tolist() == ["tumour", "normal", "tumour"]
+    # the barcode's two digits, as TCGA writes them: "01" must not read back as 1
+    assert table["sample_type_code"].tolist() == ["01", "11", "06"]
     with pytest.raises(ValueError, match="not TCGA sample barcodes"):
         parse_barcodes(["sample1"])
 

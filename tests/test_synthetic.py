@@ -177,7 +177,7 @@ def test_barcodes_and_sample_sets(small_hub: tuple[Path, dict], cohort: str) -> 
         assert len(set(columns)) == len(columns)
         assert all(len(b) == 15 for b in columns)
         parsed = parse_barcodes(columns)
-        assert set(parsed["sample_type_code"]) == {1, 11}
+        assert set(parsed["sample_type_code"]) == {"01", "11"}
         tumour_patients = set(parsed.loc[parsed["tissue"] == "tumour", "patient"])
         assert set(parsed.loc[parsed["tissue"] == "normal", "patient"]) <= tumour_patients
     shared = set(meth) & set(expr)

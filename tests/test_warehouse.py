@@ -23,7 +23,7 @@ def _samples(cohort: str, n: int) -> pd.DataFrame:
         {
             "sample": [f"TCGA-AA-{i:04d}-01" for i in range(n)],
             "patient": [f"TCGA-AA-{i:04d}" for i in range(n)],
-            "sample_type_code": pd.array([1] * n, dtype="int16"),
+            "sample_type_code": ["01"] * n,
             "tissue": ["tumour"] * n,
             "in_methylation": [True] * n,
             "in_expression": [True] * n,

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import pandas as pd
+
+#: Which samples a model is trained and scored on: every kept sample, tumours or normals only.
+Tissue = Literal["all", "tumour", "normal"]
+TISSUES: tuple[Tissue, ...] = ("all", "tumour", "normal")
 
 _BARCODE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}-\d{2}")
 
@@ -12,20 +17,21 @@ _BARCODE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}-\d{2}")
 def parse_barcodes(barcodes: list[str] | pd.Index) -> pd.DataFrame:
     """One row per barcode: ``sample, patient, sample_type_code, tissue``.
 
-    ``tissue`` is ``tumour`` for type codes 01-09, ``normal`` for 10-19 and ``control`` otherwise.
+    ``sample_type_code`` is the barcode's two digits as written (``"01"``); ``tissue`` is
+    ``tumour`` for type codes 01-09, ``normal`` for 10-19 and ``control`` otherwise.
     Raises ``ValueError`` naming the first malformed barcodes.
     """
     values = [str(b) for b in barcodes]
     bad = [b for b in values if not _BARCODE.match(b)]
     if bad:
         raise ValueError(f"not TCGA sample barcodes: {bad[:5]} ({len(bad)} in all)")
-    codes = [int(b[13:15]) for b in values]
-    tissue = ["tumour" if c < 10 else "normal" if c < 20 else "control" for c in codes]
+    codes = [b[13:15] for b in values]
+    tissue = ["tumour" if int(c) < 10 else "normal" if int(c) < 20 else "control" for c in codes]
     return pd.DataFrame(
         {
             "sample": values,
             "patient": [b[:12] for b in values],
-            "sample_type_code": pd.array(codes, dtype="int16"),
+            "sample_type_code": codes,
             "tissue": tissue,
         }
     )

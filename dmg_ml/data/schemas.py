@@ -27,7 +27,7 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
         {
             "sample": pa.Column(unique=True, **TEXT),
             "patient": pa.Column(**TEXT),
-            "sample_type_code": pa.Column("int16", pa.Check.in_range(1, 99)),
+            "sample_type_code": pa.Column(str, pa.Check.str_matches(r"^\d{2}$")),
             "tissue": pa.Column(checks=pa.Check.isin(["tumour", "normal", "control"]), **TEXT),
             "in_methylation": pa.Column(bool),
             "in_expression": pa.Column(bool),
