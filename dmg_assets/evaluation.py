@@ -30,9 +30,11 @@ from pydantic import Field, field_validator
 from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
+from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.compare import paired_comparison
 from dmg_ml.evaluation.engine import ModelCVResult, evaluate
+from dmg_ml.evaluation.experiments import gene_metrics_frame
 from dmg_ml.evaluation.experiments import r2_by_cpg_count as cpg_count_table
 from dmg_ml.models.registry import MODELS, model_class
 from dmg_resources.warehouse import Warehouse
@@ -54,7 +56,9 @@ class EvaluationConfig(Config):
         default="honest", description="'honest' or the 'published' audit (the authors' folds)."
     )
     genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
-    tissue: Literal["all", "tumour", "normal"] = "all"
+    tissue: Tissue = Field(
+        default="all", description="Samples trained and scored on: all, tumour or normal only."
+    )
     seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
     n_jobs: int = Field(default=1, description="Processes for models that take n_jobs.")
 
@@ -75,7 +79,7 @@ def _params(model: str, config: EvaluationConfig) -> dict:
     return {"n_jobs": config.n_jobs} if "n_jobs" in accepted else {}
 
 
-def _tables(results: list[ModelCVResult], run_id: str) -> dict[str, pd.DataFrame]:
+def _tables(results: list[ModelCVResult], run_id: str, tissue: str) -> dict[str, pd.DataFrame]:
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     folds = pd.concat(
         [r.fold_metrics.assign(model=r.model, gene=r.gene) for r in results], ignore_index=True
@@ -83,23 +87,11 @@ def _tables(results: list[ModelCVResult], run_id: str) -> dict[str, pd.DataFrame
     predictions = pd.concat(
         [r.oof.assign(model=r.model, gene=r.gene) for r in results], ignore_index=True
     )
-    genes = pd.DataFrame({
-        "model": [r.model for r in results],
-        "gene": [r.gene for r in results],
-        "n_cpgs": [r.n_cpgs for r in results],
-        "n_samples": [len(r.oof) for r in results],
-        "r2": [r.r2 for r in results],
-        "pearson_r2": [r.pearson_r2 for r in results],
-        "mean_fold_r2": [r.fold_metrics["r2"].mean() for r in results],
-        "mean_fold_pearson_r2": [r.fold_metrics["pearson_r2"].mean() for r in results],
-        "seconds": [r.seconds for r in results],
-        "run_id": run_id,
-        "trained_at": stamp,
-    })
     return {
-        "model_fold_metrics": folds.assign(run_id=run_id),
-        "model_gene_metrics": genes,
-        "model_predictions": predictions.assign(run_id=run_id),
+        "model_fold_metrics": folds.assign(run_id=run_id, tissue=tissue),
+        "model_gene_metrics": gene_metrics_frame(results).assign(
+            run_id=run_id, trained_at=stamp, tissue=tissue),
+        "model_predictions": predictions.assign(run_id=run_id, tissue=tissue),
     }
 
 
@@ -141,10 +133,10 @@ def model_evaluation(context: AssetExecutionContext, config: EvaluationConfig,
         mean_r2 = sum(r.r2 for r in scored) / len(scored)
         context.log.info(f"{model}: {len(scored)} genes, mean R² {mean_r2:.3f}, "
                          f"{time.monotonic() - started:.1f} s")
-    key = ["model", "gene"] if config.genes else "model"
+    key = ["model", "tissue", "gene"] if config.genes else ["model", "tissue"]
     with warehouse.transaction() as transaction:
         rows = {name: transaction.replace_rows(name, partition, frame, key=key)
-                for name, frame in _tables(results, context.run_id).items()}
+                for name, frame in _tables(results, context.run_id, config.tissue).items()}
     summary = (
         pd.DataFrame({"model": [r.model for r in results], "r2": [r.r2 for r in results],
                       "pearson_r2": [r.pearson_r2 for r in results]})
@@ -195,8 +187,8 @@ def model_comparison(context: AssetExecutionContext, warehouse: Warehouse) -> Ma
     )
     rows = warehouse.write("model_comparison", {"cohort": cohort}, table)
     shown = table[table["metric"] == "r2"][
-        ["protocol", "window_bp", "model_a", "model_b", "genes", "mean_delta", "median_delta",
-         "share_a_wins", "wilcoxon_p", "ci_low", "ci_high"]
+        ["protocol", "window_bp", "tissue", "model_a", "model_b", "genes", "mean_delta",
+         "median_delta", "share_a_wins", "wilcoxon_p", "ci_low", "ci_high"]
     ]
     return MaterializeResult(metadata={
         "rows": rows, "models": ", ".join(sorted(metrics["model"].unique())),
@@ -212,9 +204,9 @@ def r2_by_cpg_count(context: AssetExecutionContext, warehouse: Warehouse) -> Mat
     metrics = _gene_metrics(warehouse, cohort, 1, "one of them is enough")
     table = cpg_count_table(metrics)
     rows = warehouse.write("r2_by_cpg_count", {"cohort": cohort}, table)
-    shown = table.pivot_table(index=["protocol", "window_bp", "cpg_bin", "bin_low"],
-                              columns="model", values="mean_r2").reset_index()
-    shown = shown.sort_values(["protocol", "window_bp", "bin_low"]).drop(columns="bin_low")
+    index = ["protocol", "window_bp", "tissue", "cpg_bin", "bin_low"]
+    shown = table.pivot_table(index=index, columns="model", values="mean_r2").reset_index()
+    shown = shown.sort_values(index[:3] + ["bin_low"]).drop(columns="bin_low")
     return MaterializeResult(metadata={
         "rows": rows, "mean_r2_by_bin": MetadataValue.md(markdown_table(shown)),
     })

@@ -29,6 +29,7 @@ from pydantic import Field
 from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table, png_markdown
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
+from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.cv import GeneCVResult, cross_validate
 from dmg_ml.training.reference import TrainConfig
@@ -58,7 +59,9 @@ class TrainingConfig(Config):
     seed: int = 0
     channels: str = Field(default="adaptive", description="'adaptive' (paper) or 'fixed' (64/32).")
     trainer: str = Field(default="batched", description="'batched' (fast) or 'reference'.")
-    tissue: str = Field(default="all", description="'all', 'tumour' or 'normal' samples only.")
+    tissue: Tissue = Field(
+        default="all", description="Samples trained and scored on: all, tumour or normal only."
+    )
     restore_best_weights: bool = Field(
         default=True,
         description="Restore the best epoch's weights after early stopping (the paper). False "
@@ -72,6 +75,11 @@ class TrainingConfig(Config):
             batch_size=self.batch_size or None, seed=self.seed, channels=self.channels,
             precision=precision, restore_best_weights=self.restore_best_weights,
         )
+
+    @property
+    def variant(self) -> dict[str, str]:
+        """The settings that key a row within its partition, so variants sit side by side."""
+        return {"tissue": self.tissue, "weights": "best" if self.restore_best_weights else "last"}
 
 
 def _partition(context: AssetExecutionContext, config: TrainingConfig) -> dict[str, str]:
@@ -108,7 +116,8 @@ class _Progress:
 
 
 def _tables(
-    results: list[GeneCVResult], run_id: str, trainer: str, checkpoint_rows: list[dict]
+    results: list[GeneCVResult], run_id: str, trainer: str, checkpoint_rows: list[dict],
+    variant: dict[str, str],
 ) -> dict[str, pd.DataFrame]:
     folds = pd.concat(
         [r.fold_metrics.assign(gene=r.gene) for r in results], ignore_index=True
@@ -130,12 +139,13 @@ def _tables(
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
-    return {
+    tables = {
         "cnn_fold_metrics": folds.assign(run_id=run_id),
         "cnn_gene_metrics": genes,
         "cnn_predictions": predictions.assign(run_id=run_id),
         "cnn_checkpoints": pd.DataFrame(checkpoint_rows),
     }
+    return {name: frame.assign(**variant) for name, frame in tables.items()}
 
 
 def _save_checkpoints(
@@ -181,8 +191,8 @@ def cnn_models(
     """Cross-validated DeepMethyGene CNNs for every gene of a (cohort, chromosome) partition.
 
     Writes per-fold and per-gene metrics (R² = coefficient of determination, r² = squared
-    Pearson), out-of-fold predictions and a checkpoint registry. Rows are keyed by protocol and
-    window, so honest and published runs, or several windows, live side by side; training a
+    Pearson), out-of-fold predictions and a checkpoint registry. Rows are keyed by protocol,
+    window, tissue and weights (best or last epoch), so variants live side by side; training a
     gene list replaces only those genes' rows.
     """
     partition = _partition(context, config)
@@ -210,12 +220,12 @@ def cnn_models(
         checkpoints, partition, results, {i.data.gene: i.probe_ids for i in inputs},
         config_json, context.run_id,
     )
-    tables = _tables(results, context.run_id, config.trainer, registry)
+    tables = _tables(results, context.run_id, config.trainer, registry, config.variant)
+    key = [*config.variant, "gene"] if config.genes else [*config.variant]
     replaced = _registered_keys(warehouse, partition)
     with warehouse.transaction() as transaction:
         rows = {
-            name: transaction.replace_rows(name, partition, frame, key="gene")
-            if config.genes else transaction.write(name, partition, frame)
+            name: transaction.replace_rows(name, partition, frame, key=key)
             for name, frame in tables.items()
         }
     _remove_unregistered(checkpoints, replaced - _registered_keys(warehouse, partition))
@@ -271,7 +281,8 @@ def _r2_summary(genes: pd.DataFrame) -> dict[str, float]:
     ],
 )
 def cnn_summary(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
-    """Genes trained and mean / median R² and r² per protocol and window, with a histogram."""
+    """Genes trained and mean / median R² and r² per protocol, window, tissue and weights, with
+    a histogram."""
     cohort = context.partition_key
     genes = warehouse.query(
         "SELECT * FROM cnn_gene_metrics WHERE cohort = ?", [cohort]
@@ -279,7 +290,7 @@ def cnn_summary(context: AssetExecutionContext, warehouse: Warehouse) -> Materia
     if genes.empty:
         raise LookupError(f"no cnn_gene_metrics rows for {cohort}: materialise cnn_models first")
     summary = (
-        genes.groupby(["protocol", "window_bp"])
+        genes.groupby(["protocol", "window_bp", "tissue", "weights"])
         .agg(
             genes=("gene", "nunique"),
             mean_r2=("r2", "mean"),
@@ -309,9 +320,10 @@ def _histogram_markdown(genes: pd.DataFrame) -> str:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for (protocol, window), group in genes.groupby(["protocol", "window_bp"]):
+    variants = genes.groupby(["protocol", "window_bp", "tissue", "weights"])
+    for (protocol, window, tissue, weights), group in variants:
         axis.hist(group["r2"].clip(-1, 1), bins=30, alpha=0.6,
-                  label=f"{protocol}, W={int(window):,}")
+                  label=f"{protocol}, W={int(window):,}, {tissue}, {weights} weights")
     axis.set_xlabel("out-of-fold R² per gene (clipped at -1)")
     axis.set_ylabel("genes")
     axis.legend()

@@ -13,7 +13,7 @@ def _metrics(deltas, base=None):
     rows = [("cnn", g, b + d) for g, b, d in zip(genes, base, deltas, strict=True)]
     rows += [("enet", g, b) for g, b in zip(genes, base, strict=True)]
     frame = pd.DataFrame(rows, columns=["model", "gene", "r2"])
-    return frame.assign(cohort="BRCA", protocol="honest", window_bp=1_000_000)
+    return frame.assign(cohort="BRCA", protocol="honest", window_bp=1_000_000, tissue="all")
 
 
 def test_a_consistent_gain_is_measured_and_significant():
@@ -43,3 +43,12 @@ def test_only_genes_both_models_scored_are_paired_and_every_pair_is_listed():
     columns = table[["model_a", "model_b", "genes"]].itertuples(index=False)
     pairs = {(a, b): n for a, b, n in columns}
     assert pairs == {("cnn", "enet"): 9, ("cnn", "mean"): 9, ("enet", "mean"): 10}
+
+
+def test_models_are_paired_within_a_tissue_never_across_tissues():
+    frame = _metrics(np.full(6, 0.1))
+    normal = frame[frame["model"] == "enet"].assign(tissue="normal", r2=0.9)
+    table = paired_comparison(pd.concat([frame, normal]))
+    assert table[["tissue", "model_a", "model_b", "genes"]].values.tolist() == [
+        ["all", "cnn", "enet", 6]]
+    assert table.iloc[0]["mean_delta"] == pytest.approx(0.1)

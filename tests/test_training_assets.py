@@ -186,3 +186,33 @@ def test_example_training_queries_answer(trained, name):
     sql = (Path(__file__).parents[1] / "warehouse" / "queries" / f"{name}.sql").read_text()
     answer = _resources(trained)["warehouse"].query(sql.replace("1000000", "100000"))
     assert len(answer) > 0
+
+
+def test_weights_and_tissue_variants_sit_side_by_side_instead_of_replacing_each_other(
+    trained, tmp_path
+):
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    _train(data_dir, "chr1", window_bp=100_000, protocol="published")
+    _train(data_dir, "chr1", window_bp=100_000, protocol="published",
+           restore_best_weights=False)
+    _train(data_dir, "chr1", window_bp=100_000, tissue="tumour")
+    warehouse = _resources(data_dir)["warehouse"]
+    variants = warehouse.query(
+        "SELECT protocol, tissue, weights, count(*) AS genes FROM cnn_gene_metrics "
+        "WHERE chromosome = 'chr1' GROUP BY ALL ORDER BY ALL"
+    )
+    genes = variants["genes"].iloc[0]
+    assert variants.drop(columns="genes").values.tolist() == [
+        ["honest", "all", "best"], ["honest", "tumour", "best"],
+        ["published", "all", "best"], ["published", "all", "last"]]
+    assert (variants["genes"] == genes).all()
+    tumour = warehouse.query("SELECT DISTINCT n_samples FROM cnn_gene_metrics "
+                             "WHERE tissue = 'tumour'")["n_samples"].tolist()
+    assert tumour == [40]  # the tiny BRCA's 40 tumours, not its 48 samples
+    models = warehouse.query("SELECT DISTINCT protocol, model FROM gene_metrics ORDER BY ALL")
+    assert models.values.tolist() == [["honest", "cnn"], ["published", "cnn"],
+                                      ["published", "cnn_last_epoch"]]
+    registry = warehouse.query("SELECT protocol, tissue, weights, count(*) AS n "
+                               "FROM cnn_checkpoints WHERE chromosome = 'chr1' GROUP BY ALL")
+    assert len(registry) == 4 and (registry["n"] == genes).all()

@@ -34,68 +34,96 @@ SELECT cohort, gene, window_bp, probe_id, chromosome, position, distance_to_tss
 FROM read_parquet('{root}/gene_windows/**/*.parquet', hive_partitioning = true);
 
 -- Training tables: partitioned by cohort, chromosome, protocol ('honest' or the 'published'
--- audit) and window_bp, so runs of different protocols and windows sit side by side.
+-- audit) and window_bp; within a partition rows are keyed by tissue (the samples trained and
+-- scored on: 'all', 'tumour' or 'normal') and weights ('best': the best epoch's weights restored,
+-- as the paper; 'last': the last epoch's, as the authors' script), so variants sit side by side.
 -- R² (r2) is the coefficient of determination; r² (pearson_r2) the squared Pearson correlation.
 
 -- cnn_fold_metrics: one row per gene and outer fold.
 CREATE OR REPLACE VIEW cnn_fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, gene, fold, n_train, n_valid, n_test,
-       r2, pearson_r2, epochs_run, best_epoch, run_id
+SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, fold, n_train, n_valid,
+       n_test, r2, pearson_r2, epochs_run, best_epoch, run_id
 FROM read_parquet('{root}/cnn_fold_metrics/**/*.parquet', hive_partitioning = true);
 
 -- cnn_gene_metrics: one row per gene; r2 and pearson_r2 are pooled over out-of-fold predictions.
 CREATE OR REPLACE VIEW cnn_gene_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, gene, n_cpgs, n_samples, r2, pearson_r2,
-       mean_fold_r2, mean_fold_pearson_r2, mean_epochs, seconds, trainer, run_id, trained_at
+SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, n_cpgs, n_samples, r2,
+       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, mean_epochs, seconds, trainer, run_id,
+       trained_at
 FROM read_parquet('{root}/cnn_gene_metrics/**/*.parquet', hive_partitioning = true);
 
 -- cnn_predictions: every sample's out-of-fold prediction.
 CREATE OR REPLACE VIEW cnn_predictions AS
-SELECT cohort, chromosome, protocol, window_bp, gene, sample, fold, y_true, y_pred, run_id
+SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, sample, fold, y_true,
+       y_pred, run_id
 FROM read_parquet('{root}/cnn_predictions/**/*.parquet', hive_partitioning = true);
 
 -- cnn_checkpoints: the registry: one file per gene holding its fold models, probe order, config.
 CREATE OR REPLACE VIEW cnn_checkpoints AS
-SELECT cohort, chromosome, protocol, window_bp, gene, path, sha256, n_cpgs, n_folds, config,
-       r2, pearson_r2, run_id
+SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, path, sha256, n_cpgs,
+       n_folds, config, r2, pearson_r2, run_id
 FROM read_parquet('{root}/cnn_checkpoints/**/*.parquet', hive_partitioning = true);
 
--- cnn_cohort_summary: one row per cohort, protocol and window.
+-- cnn_cohort_summary: one row per cohort, protocol, window, tissue and weights.
 CREATE OR REPLACE VIEW cnn_cohort_summary AS
-SELECT cohort, protocol, window_bp, genes, mean_r2, median_r2, mean_pearson_r2,
+SELECT cohort, protocol, window_bp, tissue, weights, genes, mean_r2, median_r2, mean_pearson_r2,
        median_pearson_r2, mean_n_cpgs
 FROM read_parquet('{root}/cnn_cohort_summary/**/*.parquet', hive_partitioning = true);
 
 -- Evaluation tables: every baseline model on the CNN's outer folds, partitioned like the CNN's
--- (cohort, chromosome, protocol, window_bp), one row per model and gene (and fold / sample).
+-- (cohort, chromosome, protocol, window_bp), one row per model, tissue and gene (and fold /
+-- sample).
 
 -- model_fold_metrics: R² and r² per model, gene and outer fold.
 CREATE OR REPLACE VIEW model_fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, model, gene, fold, n_train, n_test, r2,
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
        pearson_r2, seconds, run_id
 FROM read_parquet('{root}/model_fold_metrics/**/*.parquet', hive_partitioning = true);
 
 -- model_gene_metrics: pooled out-of-fold R² and r² per model and gene.
 CREATE OR REPLACE VIEW model_gene_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, model, gene, n_cpgs, n_samples, r2, pearson_r2,
-       mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2,
+       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
 FROM read_parquet('{root}/model_gene_metrics/**/*.parquet', hive_partitioning = true);
 
 -- model_predictions: out-of-fold predictions per model, gene and sample.
 CREATE OR REPLACE VIEW model_predictions AS
-SELECT cohort, chromosome, protocol, window_bp, model, gene, sample, fold, y_true, y_pred, run_id
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true,
+       y_pred, run_id
 FROM read_parquet('{root}/model_predictions/**/*.parquet', hive_partitioning = true);
 
--- model_comparison: every pair of models per cohort, protocol and window over their common
--- genes, for metric r2 and pearson_r2: mean/median delta (a - b), wins, Wilcoxon p, 95 % CI.
+-- model_comparison: every pair of models per cohort, protocol, window and tissue over their
+-- common genes, for metric r2 and pearson_r2: mean/median delta (a - b), wins, Wilcoxon p, 95 % CI.
 CREATE OR REPLACE VIEW model_comparison AS
-SELECT cohort, protocol, window_bp, model_a, model_b, metric, genes, mean_delta, median_delta,
+SELECT cohort, protocol, window_bp, tissue, model_a, model_b, metric, genes, mean_delta, median_delta,
        share_a_wins, share_b_wins, wilcoxon_p, ci_low, ci_high
 FROM read_parquet('{root}/model_comparison/**/*.parquet', hive_partitioning = true);
 
 -- r2_by_cpg_count: per cohort, protocol, window, model and bin of CpGs in the window: genes,
 -- mean and median R², mean r² (the paper's CpG-count experiment).
 CREATE OR REPLACE VIEW r2_by_cpg_count AS
-SELECT cohort, protocol, window_bp, model, cpg_bin, bin_low, genes, mean_r2, median_r2,
+SELECT cohort, protocol, window_bp, tissue, model, cpg_bin, bin_low, genes, mean_r2, median_r2,
        mean_pearson_r2, median_n_cpgs
 FROM read_parquet('{root}/r2_by_cpg_count/**/*.parquet', hive_partitioning = true);
+
+-- Experiments (DESIGN.md §5), each written by its asset, one row per model and gene.
+
+-- tissue_experiment: every model trained and scored on all, tumour-only and normal-only samples.
+CREATE OR REPLACE VIEW tissue_experiment AS
+SELECT cohort, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2, pearson_r2,
+       mean_fold_r2, mean_fold_pearson_r2, run_id
+FROM read_parquet('{root}/tissue_experiment/**/*.parquet', hive_partitioning = true);
+
+-- window_experiment: every model on the genes present in every window size (1 kb to 1 Mb).
+CREATE OR REPLACE VIEW window_experiment AS
+SELECT cohort, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2, pearson_r2,
+       mean_fold_r2, mean_fold_pearson_r2, run_id
+FROM read_parquet('{root}/window_experiment/**/*.parquet', hive_partitioning = true);
+
+-- generalisation: models trained on source_cohort (its honest fold models) predicting the same
+-- gene in target_cohort: R² and r² of the mean of the fold models' predictions; coverage is the
+-- share of the gene's CpGs the target measured (the others take the training mean).
+CREATE OR REPLACE VIEW generalisation AS
+SELECT cohort AS source_cohort, target_cohort, protocol, window_bp, model, gene, n_cpgs, coverage,
+       n_samples, r2, pearson_r2, run_id
+FROM read_parquet('{root}/generalisation/**/*.parquet', hive_partitioning = true);

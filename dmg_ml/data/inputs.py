@@ -62,15 +62,15 @@ def gene_inputs(
 ) -> list[GeneInput]:
     """One ``GeneInput`` per gene of ``windows`` (one window size), in gene order.
 
-    Samples are those with both M-values and the gene's expression, in a fixed order shared by
-    all genes, so fold assignment is the same for every gene of a cohort.
+    Samples are those of ``samples`` with both M-values and the gene's expression, in a fixed
+    order shared by all genes, so fold assignment is the same for every gene of a cohort.
     """
     if genes is not None:
         wanted = set(genes)
         windows = windows[windows["gene"].isin(wanted)]
     matrix = m_value_matrix(m_values)
     levels = expression.pivot(index="gene", columns="sample", values="log2_expression")
-    shared = sorted(set(matrix.columns) & set(levels.columns))
+    shared = sorted(set(matrix.columns) & set(levels.columns) & set(samples["sample"]))
     patients = samples.set_index("sample").loc[shared, "patient"].astype(str).to_numpy()
     probe_row = pd.Series(np.arange(len(matrix)), index=matrix.index)
     values = matrix[shared].to_numpy()

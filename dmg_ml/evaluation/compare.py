@@ -1,7 +1,7 @@
 """Paired comparison of models over genes: what a reviewer asks for beyond the paper's bare means.
 
-For each cohort, protocol and window, and each pair of models (a, b), over the genes both were
-scored on: the mean and median per-gene difference of a metric (a − b), the share of genes each
+For each cohort, protocol, window and tissue, and each pair of models (a, b), over the genes both
+were scored on: the mean and median per-gene difference of a metric (a − b), the share of genes each
 wins, a Wilcoxon signed-rank p-value (two-sided; genes with no difference dropped, as
 ``scipy.stats.wilcoxon`` does by default) and a bootstrap 95 % interval of the mean difference
 over genes (``scipy.stats.bootstrap``, percentile).
@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-KEYS = ["cohort", "protocol", "window_bp"]
+KEYS = ["cohort", "protocol", "window_bp", "tissue"]
 COLUMNS = [*KEYS, "model_a", "model_b", "metric", "genes", "mean_delta", "median_delta",
            "share_a_wins", "share_b_wins", "wilcoxon_p", "ci_low", "ci_high"]
 
 
 def paired_comparison(gene_metrics: pd.DataFrame, metric: str = "r2", n_resamples: int = 2000,
                       seed: int = 0) -> pd.DataFrame:
-    """One row per (cohort, protocol, window, model pair) from per-gene rows with columns
-    ``cohort, protocol, window_bp, model, gene`` and ``metric``."""
+    """One row per (cohort, protocol, window, tissue, model pair) from per-gene rows with
+    columns ``cohort, protocol, window_bp, tissue, model, gene`` and ``metric``."""
     rows = []
     for keys, group in gene_metrics.groupby(KEYS, sort=True):
         wide = group.pivot_table(index="gene", columns="model", values=metric, aggfunc="first")
