@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dmg_ml.data.genome import CHROMOSOMES
 from dmg_ml.data.inputs import GeneInput, gene_inputs
 from dmg_resources.warehouse import Warehouse
 
@@ -40,3 +41,34 @@ def load_gene_inputs(
         samples = samples[samples["tissue"] == tissue]
         m_values = m_values[m_values["sample"].isin(set(samples["sample"]))]
     return gene_inputs(windows, m_values, expression, samples, wanted)
+
+
+def genes_by_chromosome(
+    warehouse: Warehouse, cohort: str, window_bp: int, genes: Sequence[str] = (),
+) -> dict[str, list[str]]:
+    """The genes of ``cohort``'s window ``window_bp`` (or those named) by chromosome, in
+    chromosome order: a gene list that crosses chromosomes routed to their partitions.
+
+    Raises ``LookupError`` when the window was never built and ``ValueError`` naming genes that
+    have no window in the cohort.
+    """
+    try:
+        windows = warehouse.read("gene_windows", {"cohort": cohort},
+                                 columns=["gene", "chromosome", "window_bp"])
+    except LookupError as exc:
+        raise LookupError(f"{cohort} has no gene_windows: run its data layer first") from exc
+    built = sorted(windows["window_bp"].unique().tolist())
+    if window_bp not in built:
+        raise LookupError(
+            f"gene_windows of {cohort} holds W in {built}, not {window_bp:,}: add it to the "
+            "windows of gene_windows' config and rematerialise it"
+        )
+    windows = windows[windows["window_bp"] == window_bp].drop_duplicates(["gene", "chromosome"])
+    if genes:
+        unknown = sorted(set(genes) - set(windows["gene"]))
+        if unknown:
+            raise ValueError(f"genes without a window in {cohort} at W={window_bp:,}: "
+                             f"{unknown[:10]} ({len(unknown)} in all)")
+        windows = windows[windows["gene"].isin(set(genes))]
+    grouped = windows.groupby("chromosome")["gene"].apply(sorted).to_dict()
+    return {c: grouped[c] for c in CHROMOSOMES if c in grouped}

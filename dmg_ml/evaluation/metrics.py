@@ -13,8 +13,12 @@ from sklearn.metrics import r2_score
 
 
 def r2(y: np.ndarray, yhat: np.ndarray) -> float:
-    """Coefficient of determination, exactly ``sklearn.metrics.r2_score``."""
-    return float(r2_score(np.asarray(y, dtype=np.float64), np.asarray(yhat, dtype=np.float64)))
+    """Coefficient of determination, exactly ``sklearn.metrics.r2_score``; NaN (undefined, as
+    there) without sklearn's warning for fewer than two samples, e.g. a fold of a tiny tissue."""
+    y, yhat = np.asarray(y, dtype=np.float64), np.asarray(yhat, dtype=np.float64)
+    if y.size < 2:
+        return float("nan")
+    return float(r2_score(y, yhat))
 
 
 def pearson_r2(y: np.ndarray, yhat: np.ndarray) -> float:
