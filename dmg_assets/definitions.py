@@ -4,7 +4,7 @@ import os
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 
-from dmg_assets import data_layer, evaluation, experiments, training
+from dmg_assets import data_layer, evaluation, experiments, report, training
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
 from dmg_assets.sensors import register_default_cohorts
 from dmg_resources.checkpoints import CheckpointStore
@@ -41,7 +41,7 @@ evaluation_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=load_assets_from_modules([data_layer, training, evaluation, experiments]),
+    assets=load_assets_from_modules([data_layer, training, evaluation, experiments, report]),
     jobs=[data_layer_job, training_job, evaluation_job],
     sensors=[register_default_cohorts],
     resources={

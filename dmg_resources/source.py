@@ -14,7 +14,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import Field
 
-from dmg_ml.data.xena import EXPRESSION_PATH, METHYLATION_PATH, PROBE_MAP_PATH
+from dmg_ml.data.xena import EXPRESSION_PATH, GROUND_TRUTH_PATH, METHYLATION_PATH, PROBE_MAP_PATH
 from dmg_resources.download import Download, Progress, download
 
 __all__ = ["EXPRESSION_PATH", "METHYLATION_PATH", "PROBE_MAP_PATH", "XenaSource", "XENA_HUB_URL"]
@@ -107,6 +107,11 @@ class XenaSource(dg.ConfigurableResource):
     def expression(self, cohort: str, progress: Progress | None = None) -> Download:
         """The cohort's RNA-seq matrix, log2(RSEM normalised count + 1) (gzip TSV)."""
         return self.fetch(EXPRESSION_PATH.format(cohort=validate_cohort(cohort)), progress)
+
+    def ground_truth(self, cohort: str) -> Download:
+        """The simulator's per-gene truth (``expected_r2``: the share of expression variance
+        methylation explains); only a synthetic hub has it, others raise ``DownloadError``."""
+        return self.fetch(GROUND_TRUTH_PATH.format(cohort=validate_cohort(cohort)))
 
     def probe_map(self, progress: Progress | None = None) -> Download:
         """The 450K probe map (hg19 coordinates), shared by all cohorts."""

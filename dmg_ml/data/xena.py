@@ -35,6 +35,8 @@ DEFAULT_COHORTS: tuple[str, ...] = ("BRCA", "COAD", "GBM", "LUAD")
 #: Where each file lives under a hub's download root (the public hub and the synthetic one alike).
 METHYLATION_PATH = "TCGA.{cohort}.sampleMap/HumanMethylation450.gz"
 EXPRESSION_PATH = "TCGA.{cohort}.sampleMap/HiSeqV2.gz"
+#: Per-gene truth (expected R² and more), written beside the files by the synthetic hub only.
+GROUND_TRUTH_PATH = "ground_truth/{cohort}/genes.tsv"
 PROBE_MAP_PATH = "probeMap/illuminaMethyl450_hg19_GPL16304_TCGAlegacy"
 PROBE_MAP_COLUMNS = ("#id", "gene", "chrom", "chromStart", "chromEnd", "strand")
 NULL_VALUES = ["NA", "", "NaN", "nan"]

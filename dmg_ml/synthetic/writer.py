@@ -58,7 +58,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmg_ml.data.xena import DEFAULT_COHORTS, PROBE_MAP_PATH, expression_path, methylation_path
+from dmg_ml.data.xena import (
+    DEFAULT_COHORTS,
+    GROUND_TRUTH_PATH,
+    PROBE_MAP_PATH,
+    expression_path,
+    methylation_path,
+)
 from dmg_ml.synthetic.layout import (
     CHROMS,
     CHRY,
@@ -368,7 +374,7 @@ def _write_expression(out_dir: Path, layout: Layout, spec: SyntheticSpec, cohort
     names = genes["gene"].tolist()
     _write_matrix(out_dir / expression_path(cohort), barcodes, names, expression,
                   spec.compresslevel)
-    truth = out_dir / "ground_truth" / cohort
+    truth = (out_dir / GROUND_TRUTH_PATH.format(cohort=cohort)).parent
     _write_matrix(truth / "signal.tsv.gz", barcodes, names, signal, spec.compresslevel)
 
     signal_var_written = signal.var(axis=1)
