@@ -111,15 +111,51 @@ def test_best_chooses_by_inner_r2_only():
     assert model.inner_r2_["enet"] > 0.5 > model.inner_r2_["mean"]
 
 
-def test_published_audit_folds_are_the_authors_kfold():
+def test_published_audit_folds_are_the_authors_shuffle_then_kfold():
+    import pandas as pd
     from sklearn.model_selection import KFold
 
     gene = _gene()
     result = engine.evaluate([gene], "mean", protocol="published")[0]
-    expected = np.empty(len(gene.y), dtype=int)
-    for fold, (_, test) in enumerate(KFold(5, shuffle=True, random_state=42).split(gene.X)):
-        expected[test] = fold
-    assert result.oof["fold"].tolist() == expected.tolist()
+    shuffled = pd.DataFrame(gene.X, index=gene.samples).sample(frac=1, random_state=1)
+    expected = {}
+    for fold, (_, test) in enumerate(KFold(5, shuffle=True, random_state=42).split(shuffled)):
+        expected.update(dict.fromkeys(shuffled.index[test], fold))
+    assert result.oof["sample"].tolist() == gene.samples.tolist()  # mapped back to dmg's order
+    assert result.oof["fold"].tolist() == [expected[s] for s in gene.samples]
+    cnn = engine.evaluate([gene], "cnn", protocol="published",
+                          params={"config": TrainConfig(max_epochs=2, patience=2)})[0]
+    assert cnn.oof["fold"].tolist() == result.oof["fold"].tolist()
+
+
+class _Recorder:
+    """Stands in for a model by name and keeps the features of its last fit."""
+
+    def __init__(self, name: str, seen: dict[str, np.ndarray]) -> None:
+        self.name, self.seen = name, seen
+
+    def fit(self, X, y, groups=None):
+        self.seen[self.name], self.mean_ = np.asarray(X), float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+def test_published_audit_scales_only_where_the_authors_pipeline_did(monkeypatch):
+    """Their SVM, random-forest, Deep Forest and CNN scripts feed raw M-values; geneEXPLORE's
+    glmnet standardises them itself. Honest mode standardises for every model."""
+    seen: dict[str, np.ndarray] = {}
+    monkeypatch.setattr(engine, "make_model", lambda name, **params: _Recorder(name, seen))
+    gene = _gene()
+    last_train = engine.outer_splits(gene, "published")[-1].train
+    for name in ("svr", "rf", "cascade_forest", "mlp", "enet"):
+        engine.evaluate([gene], name, protocol="published")
+        raw = name != "enet"
+        assert np.array_equal(seen[name], gene.X[last_train]) == raw, name
+        assert (np.abs(seen[name].mean(axis=0)).max() < 1e-5) != raw, name
+    engine.evaluate([gene], "svr")
+    assert np.abs(seen["svr"].mean(axis=0)).max() < 1e-5
 
 
 def test_registry_builds_every_model_and_refuses_unknown_names():

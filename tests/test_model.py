@@ -69,6 +69,25 @@ def test_layer_shapes_follow_the_paper() -> None:
     assert model.act.negative_slope == 0.01
 
 
+def test_published_init_makes_the_authors_extra_draw_before_the_dense_layers() -> None:
+    """Their module sizes fc1 by passing ``torch.randn(1, 1, L)`` through the convolutions: under
+    one seed the convolutions start alike and the dense layers do not."""
+    torch.manual_seed(3)
+    theirs = AdaptiveRegressionCNN(30, published_init=True).state_dict()
+    torch.manual_seed(3)
+    ours = AdaptiveRegressionCNN(30).state_dict()
+    assert list(theirs) == list(ours)
+    for name, value in ours.items():
+        assert torch.equal(theirs[name], value) == (not name.startswith("fc")), name
+    torch.manual_seed(3)
+    AdaptiveRegressionCNN(30, published_init=True)
+    after_theirs = torch.rand(1)
+    torch.manual_seed(3)
+    AdaptiveRegressionCNN(30)
+    torch.randn(1, 1, 30)
+    assert torch.rand(1) == after_theirs  # exactly one draw of L normals more
+
+
 def test_forward_accepts_2d_and_3d_input() -> None:
     model = AdaptiveRegressionCNN(40).eval()
     x = torch.randn(7, 40)

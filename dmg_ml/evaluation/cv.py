@@ -5,15 +5,40 @@ patient (``GroupKFold`` with shuffling, ``random_state=seed``), a fresh model pe
 stopping on a patient-grouped 20 % split of the outer training folds, features standardised with
 a scaler fitted on the outer training folds only. The scored fold is never seen in training.
 
-``published`` (audit mode; label its figures as such): the authors' code path. Ungrouped
-``KFold(5, shuffle=True, random_state=42)``, one model carried across the five folds (fold k starts
-from the weights fold k-1 ended with, with a fresh Adam as in their loop), early stopping on the
-scored fold itself. The scaler is fitted as in honest mode (the authors scaled nothing). Their
-script stores ``best_model_state = model.state_dict()``, a reference to the live weights, so its
-"restore the best weights" restores nothing: each fold ends with (and hands on) its last epoch's
-weights. Both protocols restore the best weights by default, as the paper describes;
-``TrainConfig(restore_best_weights=False)`` reproduces the script. The authors averaged per-fold
-squared Pearson correlations; the per-fold figures are in ``fold_metrics`` for that.
+``published`` (audit mode; label its figures as such): the authors' script
+(``Model/DeepMethyGene.py`` of github.com/yaoyao-11/DeepMethyGene), reproduced exactly; a test
+holds dmg to a re-statement of their loop (``tests/test_published_audit.py``). What it does:
+
+* **Rows and folds.** The gene's rows are shuffled as ``DataFrame.sample(frac=1, random_state=1)``
+  shuffles them, then ``KFold(5, shuffle=True, random_state=42)`` splits that shuffled order,
+  ungrouped (``published_splits``; its rows come in the order their script feeds them, which
+  decides the rounding of every full-batch sum). Out-of-fold predictions are mapped back to
+  dmg's sample ids.
+* **No scaling.** The network sees raw M-values, as theirs does (the checkpoints hold an identity
+  scaler: mean 0, scale 1).
+* **One model carried across the five folds**, built once per gene under ``torch.manual_seed``
+  with ``config.seed`` itself (their ``torch.manual_seed(42)``; ``seed=42`` gives their initial
+  weights) and with their module's extra ``torch.randn`` before ``fc1`` (``published_init``).
+  Fold k starts from the weights fold k-1 ended with, with a fresh Adam, and stops early on the
+  scored fold itself.
+* **fp32.** The audit always trains in fp32, as the authors did, whatever ``config.precision``
+  says (``protocol_config`` is the one place of that rule; ``precision: auto`` gives bf16 on
+  hardware that has it).
+* **Weights.** Their script stores ``best_model_state = model.state_dict()``, a reference to the
+  live weights, so its "restore the best weights" restores nothing: each fold ends with (and hands
+  on) its last epoch's weights. Both protocols restore the best weights by default, as the paper
+  describes; ``TrainConfig(restore_best_weights=False)`` is their script.
+* **Headline.** The paper's figure is the mean over folds of the per-fold squared Pearson
+  correlation: ``GeneCVResult.headline`` (``mean_fold_pearson_r2``) for this protocol. The pooled
+  out-of-fold ``r2`` and ``pearson_r2`` are kept beside it.
+
+So ``published`` with ``seed=42`` and ``restore_best_weights=False`` is their script's run.
+Labelled differences that remain: (1) their CpGs follow their annotation table's row order; dmg's
+follow genomic position (``dmg_ml.data.inputs``), and the data keep that order; (2) their shuffle
+permutes their own matrix's sample order; dmg's permutes its own (samples sorted by barcode), so
+on one cohort the two put the same samples in the same folds only where the base orders agree;
+(3) for ``L < 20`` their adaptive rule gives zero channels and their script crashes; dmg keeps
+one channel (``dmg_ml.models.cnn``).
 
 Fold assignment depends only on the samples, patients and seed, so every gene of a cohort gets the
 same folds.
@@ -24,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -41,6 +66,7 @@ from dmg_ml.training.reference import (
     TrainConfig,
     TrainResult,
     fit_reference,
+    init_model,
     model_from_state,
     predict,
     task_seed,
@@ -48,6 +74,12 @@ from dmg_ml.training.reference import (
 
 PROTOCOLS = ("honest", "published")
 PUBLISHED_KFOLD_SEED = 42
+#: ``random_state`` of the authors' row shuffle, ``DataFrame.sample(frac=1, random_state=1)``.
+PUBLISHED_SHUFFLE_SEED = 1
+#: The figure each protocol is headlined by: honest, the pooled out-of-fold R² (coefficient of
+#: determination); published, the paper's figure for the CNN, the mean over the five folds of each
+#: fold's squared Pearson correlation.
+HEADLINE_METRIC = {"honest": "r2", "published": "mean_fold_pearson_r2"}
 INNER_VALID_FRACTION = 0.2
 FOLD_METRIC_COLUMNS = [
     "fold",
@@ -101,8 +133,12 @@ class GeneCheckpoint:
 class GeneCVResult:
     """Cross-validated performance of one gene's CNN.
 
-    ``seconds`` is the wall time of the gene's training and scoring; genes trained together in
-    one batch share it equally.
+    ``r2`` and ``pearson_r2`` pool the out-of-fold predictions; ``mean_fold_r2`` and
+    ``mean_fold_pearson_r2`` average the per-fold figures of ``fold_metrics``. ``headline`` is
+    the protocol's own figure (``HEADLINE_METRIC``): pooled ``r2`` for honest,
+    ``mean_fold_pearson_r2`` for the published audit (what the paper averaged). ``seconds`` is
+    the wall time of the gene's training and scoring; genes trained together in one batch share
+    it equally.
     """
 
     gene: str
@@ -114,6 +150,22 @@ class GeneCVResult:
     n_cpgs: int
     seconds: float
     checkpoints: list[FoldCheckpoint] = field(repr=False)
+
+    @property
+    def mean_fold_r2(self) -> float:
+        return float(self.fold_metrics["r2"].mean())
+
+    @property
+    def mean_fold_pearson_r2(self) -> float:
+        return float(self.fold_metrics["pearson_r2"].mean())
+
+    @property
+    def headline_metric(self) -> str:
+        return HEADLINE_METRIC[self.protocol]
+
+    @property
+    def headline(self) -> float:
+        return float(getattr(self, self.headline_metric))
 
     def gene_checkpoint(self, probe_ids: Sequence[str], config: str, run_id: str) -> GeneCheckpoint:
         """The saved form of this gene's fold models; ``probe_ids`` are the columns of ``X``."""
@@ -168,14 +220,33 @@ def honest_splits(patients: np.ndarray, n_folds: int = 5, seed: int = 0) -> list
     return splits
 
 
+def published_row_order(n_samples: int) -> np.ndarray:
+    """The authors' row shuffle: position ``i`` of their shuffled table holds row
+    ``order[i]``; pandas' own ``DataFrame.sample(frac=1, random_state=1)`` computes it."""
+    rows = pd.DataFrame(index=pd.RangeIndex(n_samples))
+    return rows.sample(frac=1, random_state=PUBLISHED_SHUFFLE_SEED).index.to_numpy()
+
+
 def published_splits(n_samples: int, n_folds: int = 5) -> list[FoldSplit]:
-    """The authors' folds: ungrouped, shuffled, ``random_state=42``; early stopping on the
-    scored fold."""
+    """The authors' folds: rows shuffled (``published_row_order``), then ungrouped
+    ``KFold(shuffle=True, random_state=42)`` on that order; early stopping on the scored fold.
+
+    Row indices are in the order their script feeds them (not sorted): a full-batch loss sums
+    its rows in that order, and exact agreement needs the same rounding."""
+    order = published_row_order(n_samples)
     outer = KFold(n_splits=n_folds, shuffle=True, random_state=PUBLISHED_KFOLD_SEED)
     splits = []
-    for fold, (train, test) in enumerate(outer.split(np.zeros((n_samples, 1)))):
-        splits.append(FoldSplit(fold, np.sort(train), np.sort(test), np.sort(test), np.sort(train)))
+    for fold, (train, test) in enumerate(outer.split(order)):
+        splits.append(FoldSplit(fold, order[train], order[test], order[test], order[train]))
     return splits
+
+
+def protocol_config(protocol: str, config: TrainConfig) -> TrainConfig:
+    """The training settings a protocol runs with: the published audit always trains in fp32
+    (the authors' precision), whatever ``config.precision`` asks; honest runs as configured."""
+    if protocol == "published":
+        return replace(config, precision="fp32")
+    return config
 
 
 def train_tasks(
@@ -215,7 +286,11 @@ class _Fold:
     result: TrainResult | None = None
 
     @classmethod
-    def prepare(cls, gene: GeneData, split: FoldSplit) -> _Fold:
+    def prepare(cls, gene: GeneData, split: FoldSplit, scaled: bool = True) -> _Fold:
+        """``scaled=False`` (the published audit) keeps the raw features: an identity scaler."""
+        if not scaled:
+            length = gene.X.shape[1]
+            return cls(gene, split, np.zeros(length), np.ones(length))
         scaler = StandardScaler().fit(gene.X[split.scaler_rows].astype(np.float64))
         return cls(gene, split, scaler.mean_, scaler.scale_)
 
@@ -249,12 +324,17 @@ def _train_honest(
 def _train_published(
     folds: list[list[_Fold]], config: TrainConfig, trainer: str, device: str | torch.device
 ) -> None:
-    """Fold k of every gene in one round, each starting from that gene's fold k-1 weights."""
+    """Fold k of every gene in one round, each starting from that gene's fold k-1 weights; fold
+    0 from the model the authors' script builds under ``config.seed``."""
     for k in range(len(folds[0])):
         tasks = []
         for gene_folds in folds:
-            previous = gene_folds[k - 1].result if k else None
-            state = previous.model.state_dict() if previous else None
+            if k:
+                state = gene_folds[k - 1].result.model.state_dict()
+            else:
+                length = gene_folds[0].gene.X.shape[1]
+                model = init_model(length, config.channels, config.seed, published_init=True)
+                state = model.state_dict()
             tasks.append(gene_folds[k].task(task_seed(config.seed, k), state))
         results = train_tasks(tasks, config, trainer, device)
         for gene_folds, result in zip(folds, results, strict=True):
@@ -339,12 +419,15 @@ def cross_validate(
     n_folds: int = 5,
     on_gene_done: Callable[[GeneCVResult], None] | None = None,
 ) -> list[GeneCVResult]:
-    """Cross-validate the CNN of every gene; ``on_gene_done`` is called as each gene finishes."""
+    """Cross-validate the CNN of every gene; ``on_gene_done`` is called as each gene finishes.
+
+    The published audit trains in fp32 whatever ``config.precision`` is (``protocol_config``).
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if trainer not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {trainer!r}")
-    config = config or TrainConfig()
+    config = protocol_config(protocol, config or TrainConfig())
     device = torch.device(device)
     split_cache: dict[bytes, list[FoldSplit]] = {}
     results: list[GeneCVResult | None] = [None] * len(genes)
@@ -371,4 +454,4 @@ def _prepare(
             cache[key] = honest_splits(gene.patients, n_folds, seed)
         else:
             cache[key] = published_splits(len(gene.y), n_folds)
-    return [_Fold.prepare(gene, split) for split in cache[key]]
+    return [_Fold.prepare(gene, split, scaled=protocol == "honest") for split in cache[key]]

@@ -3,11 +3,12 @@
 A model is built from its parameters (constructor arguments, nothing else), learns from one
 training set with ``fit(X, y, groups)`` and predicts with ``predict(X)``. ``X`` is samples × CpGs
 of one gene, already standardised by the evaluation engine (with a scaler fitted on the training
-folds); ``y`` is log2 expression. ``groups`` are the patients of the rows: a model that chooses
-anything from data (a penalty, a number of layers, an early-stopping epoch) chooses it on an inner
-split of these rows grouped by patient, so tumour and normal of one patient never sit on both
-sides. Models know nothing of outer folds: the engine (``dmg_ml.evaluation``) never shows them
-the rows they are scored on.
+folds; the published audit scales only where the authors' pipeline did); ``y`` is log2
+expression. ``groups`` are the patients of the rows: a model that chooses anything from data
+(a penalty, a number of layers, an early-stopping epoch) chooses it on an inner split of these
+rows grouped by patient, so tumour and normal of one patient never sit on both sides. Models
+know nothing of outer folds: the engine (``dmg_ml.evaluation``) never shows them the rows they
+are scored on.
 """
 
 from __future__ import annotations

@@ -1,9 +1,20 @@
 """DeepMethyGene's per-gene residual 1-D CNN (DESIGN.md §4).
 
 One model maps the ordered CpG M-values of a gene's window (length ``L``) to the gene's expression.
-Channel widths follow the paper's adaptive rule ``c1 = min(64, L // 10)``, ``c2 = min(32, L // 20)``
-with a floor of one channel so that tiny windows stay valid; ``channels="fixed"`` gives the 64/32 of
-the authors' code.
+Channel widths follow the adaptive rule ``c1 = min(64, L // 10)``, ``c2 = min(32, L // 20)`` of the
+paper and of the authors' current code (``Model/DeepMethyGene.py`` since its August 2024 update;
+its first commit, April 2024, fixed 64/32, which ``channels="fixed"`` gives).
+
+Labelled deviations from the authors' module:
+
+* **A floor of one channel.** Their rule gives ``c2 = 0`` for ``L < 20`` (and ``c1 = 0`` for
+  ``L < 10``), and their script crashes on such a gene; here every width is at least 1, so tiny
+  windows train.
+* **Initial weights.** Their ``__init__`` sizes ``fc1`` by running ``torch.randn(1, 1, L)``
+  through the convolutions, one draw from the global RNG between the convolutions' and the dense
+  layers' initialisation, so under the same seed their ``fc1``/``fc2`` start elsewhere.
+  ``published_init=True`` makes that draw too (the ``published`` audit uses it); by default it is
+  not made.
 
 ``AblationMLP`` is the paper's ablation: the same network without its convolutional layers.
 """
@@ -56,9 +67,16 @@ class ResidualBlock(nn.Module):
 
 
 class AdaptiveRegressionCNN(nn.Module):
-    """Input ``(batch, L)`` or ``(batch, 1, L)`` of M-values; output ``(batch,)`` expression."""
+    """Input ``(batch, L)`` or ``(batch, 1, L)`` of M-values; output ``(batch,)`` expression.
 
-    def __init__(self, input_size: int, channels: str = "adaptive") -> None:
+    ``published_init=True`` consumes the global RNG exactly as the authors' module does while it
+    is built: one ``torch.randn(1, 1, L)`` after the convolutions, before ``fc1`` (their probe
+    that sizes ``fc1``). It changes the initial dense weights under a given seed, nothing else.
+    """
+
+    def __init__(
+        self, input_size: int, channels: str = "adaptive", published_init: bool = False
+    ) -> None:
         super().__init__()
         c1, c2 = channel_widths(input_size, channels)
         self.input_size = input_size
@@ -67,6 +85,8 @@ class AdaptiveRegressionCNN(nn.Module):
         self.res1 = ResidualBlock(c1)
         self.conv2 = nn.Conv1d(c1, c2, kernel_size=3, padding=1)
         self.res2 = ResidualBlock(c2)
+        if published_init:
+            torch.randn(1, 1, input_size)  # the draw of their fc1-sizing probe; value unused
         self.fc1 = nn.Linear(c2 * input_size, HIDDEN_UNITS)
         self.fc2 = nn.Linear(HIDDEN_UNITS, 1)
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE)

@@ -5,8 +5,9 @@ the paper's ablation, the same network without its convolutional layers (``Ablat
 train with the project's trainers (``dmg_ml.training``: Adam, MSE, early stopping with patience,
 best weights restored) and stop early on one patient-grouped inner split of the rows they are given
 (``inner_holdout``), so tumour and normal of one patient never sit on both sides. ``X`` arrives
-standardised by the caller; the models do not scale it. The defaults are the paper's, taken from
-``TrainConfig``.
+as the caller prepared it (the evaluation engine standardises it, except in the published audit,
+where the authors' scripts fed raw M-values); the models do not scale it. The defaults are the
+paper's, taken from ``TrainConfig``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class _NeuralRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions for the (standardised) rows of ``X``, float64, computed on the CPU in fp32
-        whatever the training device and precision (as the cross-validation scores)."""
+        """Predictions for rows of ``X`` prepared as in ``fit``, float64, computed on the CPU in
+        fp32 whatever the training device and precision (as the cross-validation scores)."""
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=np.float32)
         return predict(self.model_, X)

@@ -42,9 +42,11 @@ class TrainConfig:
 
     ``batch_size=None`` trains full-batch as the authors did; an int trains on shuffled
     mini-batches. ``precision="bf16"`` runs the network's matmuls and convolutions in bfloat16
-    autocast (weights, optimiser state and losses stay fp32). ``restore_best_weights=False``
-    keeps the weights of the last epoch run instead of the best epoch's: what the authors' script
-    does in effect (its "best" state is a reference to the live weights), for an exact audit.
+    autocast (weights, optimiser state and losses stay fp32); the ``published`` audit ignores it
+    and trains in fp32 as the authors did (``dmg_ml.evaluation.cv.protocol_config``, the one
+    place that rule lives). ``restore_best_weights=False`` keeps the weights of the last epoch run
+    instead of the best epoch's: what the authors' script does in effect (its "best" state is a
+    reference to the live weights), for an exact audit.
     """
 
     max_epochs: int = 700
@@ -83,12 +85,18 @@ def task_seed(seed: int, *keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def init_model(input_size: int, channels: str, seed: int) -> AdaptiveRegressionCNN:
+def init_model(
+    input_size: int, channels: str, seed: int, published_init: bool = False
+) -> AdaptiveRegressionCNN:
     """A fresh model with PyTorch's default initialisation drawn on the CPU under ``seed``,
-    leaving the global RNG untouched."""
+    leaving the global RNG untouched.
+
+    ``published_init=True`` draws as the authors' module does (one extra ``torch.randn`` before
+    ``fc1``, see ``AdaptiveRegressionCNN``): with their seed 42, their script's initial weights.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AdaptiveRegressionCNN(input_size, channels)
+        return AdaptiveRegressionCNN(input_size, channels, published_init=published_init)
 
 
 def model_from_state(
