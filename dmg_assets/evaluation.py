@@ -11,7 +11,6 @@ CpG-count experiment.
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
 
 import pandas as pd
 from dagster import (
@@ -33,10 +32,13 @@ from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partition
 from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.compare import paired_comparison
+from dmg_ml.evaluation.cv import ProtocolName
 from dmg_ml.evaluation.engine import ModelCVResult, evaluate
 from dmg_ml.evaluation.experiments import gene_metrics_frame
 from dmg_ml.evaluation.experiments import r2_by_cpg_count as cpg_count_table
-from dmg_ml.models.registry import MODELS, model_class
+from dmg_ml.evaluation.schemas import validate
+from dmg_ml.models.registry import MODELS, parallel_params
+from dmg_ml.training.runtime import training_threads
 from dmg_resources.warehouse import Warehouse
 
 GROUP = "evaluation"
@@ -52,7 +54,7 @@ class EvaluationConfig(Config):
         + ", ".join(m for m in MODELS if m != "cnn") + ".",
     )
     window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
-    protocol: Literal["honest", "published"] = Field(
+    protocol: ProtocolName = Field(
         default="honest", description="'honest' or the 'published' audit (the authors' folds)."
     )
     genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
@@ -60,7 +62,9 @@ class EvaluationConfig(Config):
         default="all", description="Samples trained and scored on: all, tumour or normal only."
     )
     seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
-    n_jobs: int = Field(default=1, description="Processes for models that take n_jobs.")
+    n_jobs: int = Field(
+        default=0, description="Workers for models that take n_jobs (0: one per physical core)."
+    )
 
     @field_validator("models")
     @classmethod
@@ -75,8 +79,7 @@ class EvaluationConfig(Config):
 
 
 def _params(model: str, config: EvaluationConfig) -> dict:
-    accepted = model_class(model)().get_params()
-    return {"n_jobs": config.n_jobs} if "n_jobs" in accepted else {}
+    return parallel_params(model, config.n_jobs or training_threads())
 
 
 def _tables(results: list[ModelCVResult], run_id: str, tissue: str) -> dict[str, pd.DataFrame]:
@@ -87,12 +90,13 @@ def _tables(results: list[ModelCVResult], run_id: str, tissue: str) -> dict[str,
     predictions = pd.concat(
         [r.oof.assign(model=r.model, gene=r.gene) for r in results], ignore_index=True
     )
-    return {
+    tables = {
         "model_fold_metrics": folds.assign(run_id=run_id, tissue=tissue),
         "model_gene_metrics": gene_metrics_frame(results).assign(
             run_id=run_id, trained_at=stamp, tissue=tissue),
         "model_predictions": predictions.assign(run_id=run_id, tissue=tissue),
     }
+    return {name: validate(name, frame) for name, frame in tables.items()}
 
 
 @multi_asset(

@@ -1,4 +1,4 @@
-"""The paper's experiments as assets, one per cohort (DESIGN.md §5): tissue, window and
+"""The paper's experiments as assets, one per cohort (docs/design.md §5): tissue, window and
 generalisation. The CpG-count experiment needs no training of its own: it is
 ``r2_by_cpg_count`` in :mod:`dmg_assets.evaluation`.
 
@@ -11,7 +11,6 @@ settings add rows beside these.
 
 import time
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ from dmg_assets.partitions import cohort_partitions
 from dmg_ml.data.barcodes import TISSUES
 from dmg_ml.data.inputs import GeneData, m_value_matrix
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP, WINDOW_SIZES
+from dmg_ml.evaluation.cv import ProtocolName
 from dmg_ml.evaluation.engine import evaluate
 from dmg_ml.evaluation.experiments import (
     FoldPredictor,
@@ -33,8 +33,10 @@ from dmg_ml.evaluation.experiments import (
     gene_metrics_frame,
     generalisation_scores,
 )
-from dmg_ml.models.registry import MODELS, model_class
+from dmg_ml.evaluation.schemas import validate
+from dmg_ml.models.registry import MODELS, parallel_params
 from dmg_ml.training.reference import TrainConfig
+from dmg_ml.training.runtime import training_threads
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Warehouse
@@ -61,12 +63,14 @@ class _ExperimentConfig(Config):
         default=list(EXPERIMENT_MODELS),
         description="Registry models to cross-validate: " + ", ".join(MODELS) + ".",
     )
-    protocol: Literal["honest", "published"] = Field(
+    protocol: ProtocolName = Field(
         default="honest", description="'honest' or the 'published' audit (the authors' folds)."
     )
     genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
     seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
-    n_jobs: int = Field(default=1, description="Processes for models that take n_jobs.")
+    n_jobs: int = Field(
+        default=0, description="Workers for models that take n_jobs (0: one per physical core)."
+    )
 
     @field_validator("models")
     @classmethod
@@ -107,7 +111,9 @@ class GeneralisationConfig(Config):
     window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
     genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
     seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
-    n_jobs: int = Field(default=1, description="Processes for models that take n_jobs.")
+    n_jobs: int = Field(
+        default=0, description="Workers for models that take n_jobs (0: one per physical core)."
+    )
 
     @field_validator("models")
     @classmethod
@@ -120,8 +126,7 @@ def _params(model: str, n_jobs: int, seed: int, device: TorchDevice) -> dict:
         torch_device = device.resolve()
         config = TrainConfig(seed=seed, precision=device.resolve_precision(torch_device))
         return {"config": config, "device": torch_device}
-    accepted = model_class(model)().get_params()
-    return {"n_jobs": n_jobs} if "n_jobs" in accepted else {}
+    return parallel_params(model, n_jobs or training_threads())
 
 
 def _genes(warehouse: Warehouse, cohort: str, window_bp: int,
@@ -147,7 +152,8 @@ def _enough_patients(genes: list[GeneData]) -> bool:
 def _write(warehouse: Warehouse, table: str, cohort: str, frame: pd.DataFrame,
            by_gene: bool, run_id: str) -> int:
     key = ["protocol", "window_bp", "tissue", "model"] + (["gene"] if by_gene else [])
-    return warehouse.replace_rows(table, {"cohort": cohort}, frame.assign(run_id=run_id), key=key)
+    frame = validate(table, frame.assign(run_id=run_id))
+    return warehouse.replace_rows(table, {"cohort": cohort}, frame, key=key)
 
 
 def _summary(warehouse: Warehouse, view: str, cohort_column: str, cohort: str,
@@ -251,8 +257,8 @@ def generalisation(context: AssetExecutionContext, config: GeneralisationConfig,
         raise ValueError(f"no gene of {source} is expressed in {targets}")
     table = table.assign(protocol="honest", window_bp=config.window_bp, tissue="all")
     key = ["target_cohort", "protocol", "window_bp", "model"] + (["gene"] if config.genes else [])
-    written = warehouse.replace_rows("generalisation", {"cohort": source},
-                                     table.assign(run_id=context.run_id), key=key)
+    table = validate("generalisation", table.assign(run_id=context.run_id))
+    written = warehouse.replace_rows("generalisation", {"cohort": source}, table, key=key)
     return MaterializeResult(metadata={
         "rows": written, "targets": ", ".join(targets), "genes": int(table["gene"].nunique()),
         "summary": MetadataValue.md(_summary(warehouse, "generalisation_summary",
@@ -287,7 +293,7 @@ def _predictors(model: str, gene: GeneData, saved: dict[str, tuple[str, str]],
                 store: CheckpointStore, config: GeneralisationConfig
                 ) -> tuple[list[FoldPredictor], list[str]] | None:
     if model != "cnn":
-        params = {"n_jobs": config.n_jobs} if "n_jobs" in model_class(model)().get_params() else {}
+        params = parallel_params(model, config.n_jobs or training_threads())
         return fit_fold_predictors(gene, model, params, seed=config.seed), None
     if gene.gene not in saved:
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
+
 from dmg_ml.data.genome import CHROMOSOMES
 from dmg_ml.data.inputs import GeneInput, gene_inputs
 from dmg_resources.warehouse import Warehouse
@@ -23,7 +25,8 @@ def load_gene_inputs(
         filters=[("chromosome", "=", chromosome), ("window_bp", "=", window_bp)],
     )
     if windows.empty:
-        return []
+        _window_built(warehouse, cohort, window_bp)
+        return []  # the window exists, but no gene of this chromosome has one
     wanted = list(genes) or None
     if wanted is not None:
         unknown = sorted(set(wanted) - set(windows["gene"]))
@@ -52,6 +55,20 @@ def genes_by_chromosome(
     Raises ``LookupError`` when the window was never built and ``ValueError`` naming genes that
     have no window in the cohort.
     """
+    windows = _window_built(warehouse, cohort, window_bp)
+    if genes:
+        unknown = sorted(set(genes) - set(windows["gene"]))
+        if unknown:
+            raise ValueError(f"genes without a window in {cohort} at W={window_bp:,}: "
+                             f"{unknown[:10]} ({len(unknown)} in all)")
+        windows = windows[windows["gene"].isin(set(genes))]
+    grouped = windows.groupby("chromosome")["gene"].apply(sorted).to_dict()
+    return {c: grouped[c] for c in CHROMOSOMES if c in grouped}
+
+
+def _window_built(warehouse: Warehouse, cohort: str, window_bp: int) -> pd.DataFrame:
+    """(gene, chromosome) of ``cohort``'s window ``window_bp``; ``LookupError`` saying what to
+    do when the cohort has no windows or not this one (a run would train nothing)."""
     try:
         windows = warehouse.read("gene_windows", {"cohort": cohort},
                                  columns=["gene", "chromosome", "window_bp"])
@@ -63,12 +80,4 @@ def genes_by_chromosome(
             f"gene_windows of {cohort} holds W in {built}, not {window_bp:,}: add it to the "
             "windows of gene_windows' config and rematerialise it"
         )
-    windows = windows[windows["window_bp"] == window_bp].drop_duplicates(["gene", "chromosome"])
-    if genes:
-        unknown = sorted(set(genes) - set(windows["gene"]))
-        if unknown:
-            raise ValueError(f"genes without a window in {cohort} at W={window_bp:,}: "
-                             f"{unknown[:10]} ({len(unknown)} in all)")
-        windows = windows[windows["gene"].isin(set(genes))]
-    grouped = windows.groupby("chromosome")["gene"].apply(sorted).to_dict()
-    return {c: grouped[c] for c in CHROMOSOMES if c in grouped}
+    return windows[windows["window_bp"] == window_bp].drop_duplicates(["gene", "chromosome"])

@@ -31,8 +31,10 @@ from dmg_assets.metadata import markdown_table, png_markdown
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
 from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
-from dmg_ml.evaluation.cv import GeneCVResult, cross_validate, protocol_config
-from dmg_ml.training.reference import TrainConfig
+from dmg_ml.evaluation.cv import GeneCVResult, ProtocolName, cross_validate, protocol_config
+from dmg_ml.evaluation.schemas import validate
+from dmg_ml.models.cnn import ChannelRule
+from dmg_ml.training.reference import TrainConfig, TrainerName
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Warehouse
@@ -42,9 +44,13 @@ POOL = "torch_training"
 TABLES = ("cnn_fold_metrics", "cnn_gene_metrics", "cnn_predictions", "cnn_checkpoints")
 
 
+#: The paper's training settings: the one home of their defaults is ``TrainConfig``.
+_PAPER = TrainConfig()
+
+
 class TrainingConfig(Config):
     window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
-    protocol: str = Field(
+    protocol: ProtocolName = Field(
         default="honest",
         description="'honest' (patient-grouped, fresh model per fold, inner early stopping) or "
         "'published' (the authors' code path; an audit, not an estimate).",
@@ -52,13 +58,21 @@ class TrainingConfig(Config):
     genes: list[str] = Field(
         default_factory=list, description="Train only these genes (default: every gene)."
     )
-    max_epochs: int = 700
-    patience: int = 90
-    learning_rate: float = 1e-3
+    max_epochs: int = Field(default=_PAPER.max_epochs, description="Epochs at most per fold.")
+    patience: int = Field(
+        default=_PAPER.patience, description="Epochs without a better validation loss to stop."
+    )
+    learning_rate: float = Field(default=_PAPER.lr, description="Adam's learning rate.")
     batch_size: int = Field(default=0, description="0 = full batch (as the authors); else a size.")
-    seed: int = 0
-    channels: str = Field(default="adaptive", description="'adaptive' (paper) or 'fixed' (64/32).")
-    trainer: str = Field(default="batched", description="'batched' (fast) or 'reference'.")
+    seed: int = Field(default=_PAPER.seed, description="Seed of the folds and initial weights.")
+    channels: ChannelRule = Field(
+        default="adaptive",
+        description="'adaptive' (the paper's rule from L) or 'fixed' (64/32, the authors' first "
+        "commit).",
+    )
+    trainer: TrainerName = Field(
+        default="batched", description="'batched' (fast, stacked) or 'reference' (plain loop)."
+    )
     tissue: Tissue = Field(
         default="all", description="Samples trained and scored on: all, tumour or normal only."
     )
@@ -146,7 +160,7 @@ def _tables(
         "cnn_predictions": predictions.assign(run_id=run_id),
         "cnn_checkpoints": pd.DataFrame(checkpoint_rows),
     }
-    return {name: frame.assign(**variant) for name, frame in tables.items()}
+    return {name: validate(name, frame.assign(**variant)) for name, frame in tables.items()}
 
 
 def _save_checkpoints(

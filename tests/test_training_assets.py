@@ -216,3 +216,9 @@ def test_weights_and_tissue_variants_sit_side_by_side_instead_of_replacing_each_
     registry = warehouse.query("SELECT protocol, tissue, weights, count(*) AS n "
                                "FROM cnn_checkpoints WHERE chromosome = 'chr1' GROUP BY ALL")
     assert len(registry) == 4 and (registry["n"] == genes).all()
+
+
+def test_a_window_never_built_fails_with_the_reason_instead_of_training_nothing(built_copy):
+    with pytest.raises(Exception, match="holds W in .*, not 5,000: add it to the windows"):
+        _train(built_copy, "chr1", window_bp=5_000)
+    assert not (built_copy / "warehouse" / "cnn_gene_metrics").exists()

@@ -1,4 +1,5 @@
-"""pandera schemas of every warehouse table; a table is validated before a single row is written."""
+"""pandera schemas of the data-layer tables (results: ``dmg_ml.evaluation.schemas``); a table is
+validated before a single row is written."""
 
 from __future__ import annotations
 
@@ -90,10 +91,12 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
 }
 
 
-def validate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Validate ``frame`` against the schema of ``table``; raise ``TableValidationError`` if not."""
+def validate(table: str, frame: pd.DataFrame,
+             schemas: dict[str, pa.DataFrameSchema] | None = None) -> pd.DataFrame:
+    """Validate ``frame`` against the schema of ``table`` in ``schemas`` (default: the data
+    layer's); raise ``TableValidationError`` if not."""
     try:
-        return SCHEMAS[table].validate(frame, lazy=True)
+        return (SCHEMAS if schemas is None else schemas)[table].validate(frame, lazy=True)
     except SchemaErrors as exc:
         raise TableValidationError(_describe(table, exc.failure_cases)) from None
     except SchemaError as exc:

@@ -1,4 +1,4 @@
-"""Cross-validation of the per-gene CNN under the two protocols of DESIGN.md §5.
+"""Cross-validation of the per-gene CNN under the two protocols of docs/design.md §5.
 
 ``honest`` (the default, what every model in the project is scored with): outer folds grouped by
 patient (``GroupKFold`` with shuffling, ``random_state=seed``), a fresh model per fold, early
@@ -50,6 +50,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,8 @@ from dmg_ml.training.reference import (
     task_seed,
 )
 
-PROTOCOLS = ("honest", "published")
+ProtocolName = Literal["honest", "published"]
+PROTOCOLS: tuple[ProtocolName, ...] = get_args(ProtocolName)
 PUBLISHED_KFOLD_SEED = 42
 #: ``random_state`` of the authors' row shuffle, ``DataFrame.sample(frac=1, random_state=1)``.
 PUBLISHED_SHUFFLE_SEED = 1

@@ -1,4 +1,4 @@
-"""DeepMethyGene's per-gene residual 1-D CNN (DESIGN.md §4).
+"""DeepMethyGene's per-gene residual 1-D CNN (docs/design.md §4).
 
 One model maps the ordered CpG M-values of a gene's window (length ``L``) to the gene's expression.
 Channel widths follow the adaptive rule ``c1 = min(64, L // 10)``, ``c2 = min(32, L // 20)`` of the
@@ -21,10 +21,13 @@ Labelled deviations from the authors' module:
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
-CHANNEL_MODES = ("adaptive", "fixed")
+ChannelRule = Literal["adaptive", "fixed"]
+CHANNEL_MODES: tuple[ChannelRule, ...] = get_args(ChannelRule)
 HIDDEN_UNITS = 512
 NEGATIVE_SLOPE = 0.01
 

@@ -43,3 +43,8 @@ def model_class(name: str) -> type:
 def make_model(name: str, **params: Any) -> Regressor:
     """A fresh, unfitted model ``name`` built with ``params`` over its defaults."""
     return model_class(name)(**{**DEFAULT_PARAMS.get(name, {}), **params})
+
+
+def parallel_params(name: str, n_jobs: int) -> dict[str, Any]:
+    """``{"n_jobs": n_jobs}`` for a model that takes it (the forests, enet), else nothing."""
+    return {"n_jobs": n_jobs} if "n_jobs" in model_class(name)().get_params() else {}

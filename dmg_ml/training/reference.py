@@ -24,21 +24,24 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
-from dmg_ml.models.cnn import AdaptiveRegressionCNN
+from dmg_ml.models.cnn import AdaptiveRegressionCNN, ChannelRule
 
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 #: The two trainers of this package: the plain loop here and the stacked one in ``batched``.
-TRAINERS = ("batched", "reference")
+TrainerName = Literal["batched", "reference"]
+TRAINERS: tuple[TrainerName, ...] = get_args(TrainerName)
 
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters; the defaults are the paper's (DESIGN.md §4).
+    """Training hyper-parameters; the defaults are the paper's (docs/design.md §4).
 
     ``batch_size=None`` trains full-batch as the authors did; an int trains on shuffled
     mini-batches. ``precision="bf16"`` runs the network's matmuls and convolutions in bfloat16
@@ -54,8 +57,8 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int | None = None
     seed: int = 0
-    channels: str = "adaptive"
-    precision: str = "fp32"
+    channels: ChannelRule = "adaptive"
+    precision: Precision = "fp32"
     restore_best_weights: bool = True
 
     def __post_init__(self) -> None:

@@ -1,0 +1,96 @@
+"""pandera schemas of the result tables the training, evaluation and experiment assets write;
+each frame is validated before a single row is written."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+from dmg_ml.data.barcodes import TISSUES
+from dmg_ml.data.schemas import FINITE, TEXT
+from dmg_ml.data.schemas import validate as _validate
+from dmg_ml.evaluation.cv import PROTOCOLS
+
+#: R² is at most 1 and may be very negative; NaN only where it is undefined (a fold of one sample).
+R2 = pa.Column(float, pa.Check.le(1.0 + 1e-9), nullable=True)
+#: r² (squared Pearson) lies in [0, 1]; 0 where a side is constant (never NaN).
+PEARSON_R2 = pa.Column(float, pa.Check.in_range(0.0, 1.0 + 1e-9))
+COUNT = pa.Column("int64", pa.Check.ge(1), coerce=True)
+MODEL = pa.Column(checks=pa.Check.str_matches(r"^[a-z_]+$"), **TEXT)
+TISSUE = pa.Column(checks=pa.Check.isin(list(TISSUES)), **TEXT)
+WEIGHTS = pa.Column(checks=pa.Check.isin(["best", "last"]), **TEXT)
+PROTOCOL = pa.Column(checks=pa.Check.isin(list(PROTOCOLS)), **TEXT)
+PREDICTION = pa.Column(float, FINITE)
+
+
+def _result(columns: dict, unique: list[str]) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(columns, unique=unique, strict=True)
+
+
+_GENE_SCORES = {
+    "gene": pa.Column(**TEXT), "n_cpgs": COUNT, "n_samples": COUNT, "r2": R2,
+    "pearson_r2": PEARSON_R2, "mean_fold_r2": R2,
+    "mean_fold_pearson_r2": pa.Column(float, pa.Check.in_range(0.0, 1.0 + 1e-9), nullable=True),
+}
+_FOLD_SCORES = {
+    "gene": pa.Column(**TEXT), "fold": pa.Column("int64", pa.Check.ge(0), coerce=True),
+    "n_train": COUNT, "n_test": COUNT, "r2": R2, "pearson_r2": PEARSON_R2,
+}
+_PREDICTIONS = {
+    "gene": pa.Column(**TEXT), "sample": pa.Column(**TEXT),
+    "fold": pa.Column("int64", pa.Check.ge(0), coerce=True), "y_true": PREDICTION,
+    "y_pred": PREDICTION, "run_id": pa.Column(**TEXT),
+}
+_EXPERIMENT = {
+    **_GENE_SCORES, "model": MODEL, "seconds": pa.Column(float), "protocol": PROTOCOL,
+    "window_bp": pa.Column("int64", pa.Check.gt(0), coerce=True), "tissue": TISSUE,
+    "run_id": pa.Column(**TEXT),
+}
+_EXPERIMENT_KEY = ["protocol", "window_bp", "tissue", "model", "gene"]
+
+RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    "cnn_gene_metrics": _result({
+        **_GENE_SCORES, "mean_epochs": pa.Column(float, pa.Check.ge(1.0)),
+        "seconds": pa.Column(float), "trainer": pa.Column(**TEXT), "run_id": pa.Column(**TEXT),
+        "trained_at": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
+    }, ["tissue", "weights", "gene"]),
+    "cnn_fold_metrics": _result({
+        **_FOLD_SCORES, "n_valid": COUNT, "epochs_run": COUNT,
+        "best_epoch": pa.Column("int64", pa.Check.ge(0), coerce=True),
+        "run_id": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
+    }, ["tissue", "weights", "gene", "fold"]),
+    "cnn_predictions": _result({**_PREDICTIONS, "tissue": TISSUE, "weights": WEIGHTS},
+                               ["tissue", "weights", "gene", "sample"]),
+    "cnn_checkpoints": _result({
+        "gene": pa.Column(**TEXT), "path": pa.Column(**TEXT),
+        "sha256": pa.Column(checks=pa.Check.str_matches(r"^[0-9a-f]{64}$"), **TEXT),
+        "n_cpgs": COUNT, "n_folds": COUNT, "config": pa.Column(**TEXT), "r2": R2,
+        "pearson_r2": PEARSON_R2, "run_id": pa.Column(**TEXT), "tissue": TISSUE,
+        "weights": WEIGHTS,
+    }, ["tissue", "weights", "gene"]),
+    "model_gene_metrics": _result({
+        **_GENE_SCORES, "model": MODEL, "seconds": pa.Column(float), "run_id": pa.Column(**TEXT),
+        "trained_at": pa.Column(**TEXT), "tissue": TISSUE,
+    }, ["model", "tissue", "gene"]),
+    "model_fold_metrics": _result({
+        **_FOLD_SCORES, "model": MODEL, "seconds": pa.Column(float), "run_id": pa.Column(**TEXT),
+        "tissue": TISSUE,
+    }, ["model", "tissue", "gene", "fold"]),
+    "model_predictions": _result({**_PREDICTIONS, "model": MODEL, "tissue": TISSUE},
+                                 ["model", "tissue", "gene", "sample"]),
+    "tissue_experiment": _result(_EXPERIMENT, _EXPERIMENT_KEY),
+    "window_experiment": _result(_EXPERIMENT, _EXPERIMENT_KEY),
+    "generalisation": _result({
+        "target_cohort": pa.Column(**TEXT), "model": MODEL, "gene": pa.Column(**TEXT),
+        "n_cpgs": COUNT, "coverage": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "n_samples": COUNT, "r2": R2, "pearson_r2": PEARSON_R2, "protocol": PROTOCOL,
+        "window_bp": pa.Column("int64", pa.Check.gt(0), coerce=True), "tissue": TISSUE,
+        "run_id": pa.Column(**TEXT),
+    }, ["target_cohort", "protocol", "window_bp", "model", "gene"]),
+}
+
+
+def validate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate a result ``frame`` of ``table``; raise ``TableValidationError`` naming the
+    failing columns and rows."""
+    return _validate(table, frame, RESULT_SCHEMAS)
