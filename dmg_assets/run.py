@@ -14,20 +14,27 @@ pool; Ctrl-C or SIGTERM stops the driver (exit code 130 or 143). See ``dmg_asset
 import argparse
 import sys
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
-from dagster import AssetKey, DagsterInstance, MultiPartitionKey
+from dagster import AssetKey, Config, DagsterInstance, MultiPartitionKey
 
 from dmg_assets import runs
 from dmg_assets.definitions import SOURCE_URL, defs
-from dmg_assets.evaluation import DEFAULT_MODELS
+from dmg_assets.evaluation import EvaluationConfig
+from dmg_assets.inputs import genes_by_chromosome
 from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
-from dmg_assets.training import POOL
+from dmg_assets.report import report_path
+from dmg_assets.training import POOL, TrainingConfig
 from dmg_ml.data.genome import CHROMOSOMES
-from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.data.xena import methylation_path
 from dmg_ml.models.registry import MODELS
 from dmg_ml.synthetic.writer import SMALL, write_synthetic_hub
 from dmg_resources.source import validate_cohort
+
+#: The experiments ``--experiments`` offers, and those of the default run (the window experiment
+#: trains every model four times over: through the option).
+EXPERIMENTS = ("tissue", "generalisation", "window")
+DEFAULT_EXPERIMENTS = ("tissue", "generalisation")
 
 
 def _instance() -> DagsterInstance:
@@ -48,38 +55,87 @@ def ensure_synthetic_hub(base: str, cohorts: list[str]) -> None:
         write_synthetic_hub(base, SMALL, cohorts=tuple(missing))
 
 
+#: CLI option → (config class, field) it sets: defaults, choices and help come from the config.
+_TRAINING_OPTIONS = ("window_bp", "protocol", "max_epochs", "patience", "seed")
+
+
 def _training_config(args: argparse.Namespace) -> dict:
-    config = {"window_bp": args.window_bp, "protocol": args.protocol}
-    if args.max_epochs is not None:
-        config["max_epochs"] = args.max_epochs
-    if args.patience is not None:
-        config["patience"] = args.patience
-    if args.keep_last_weights:
-        config["restore_best_weights"] = False
+    config = {field: getattr(args, field) for field in _TRAINING_OPTIONS}
+    config["restore_best_weights"] = not args.keep_last_weights
     return {"ops": {"cnn_models": {"config": config}}}
 
 
 def _evaluation_config(args: argparse.Namespace) -> dict:
-    config = {"models": args.models, "window_bp": args.window_bp, "protocol": args.protocol}
+    config = {"models": args.models, "window_bp": args.window_bp, "protocol": args.protocol,
+              "seed": args.seed}
     return {"ops": {"model_evaluation": {"config": config}}}
+
+
+def _config_option(parser: argparse.ArgumentParser, config: type[Config], field: str,
+                   **overrides) -> None:
+    """``--field-name`` with the config field's default, choices (a ``Literal``) and help."""
+    info = config.model_fields[field]
+    options: dict = {"default": info.default, "help": f"{info.description} (default %(default)s)"}
+    if get_origin(info.annotation) is Literal:
+        options["choices"] = get_args(info.annotation)
+    elif get_origin(info.annotation) is list:
+        options |= {"nargs": "*", "default": info.get_default(call_default_factory=True)}
+    else:
+        options["type"] = info.annotation
+    parser.add_argument("--" + field.replace("_", "-"), dest=field, **(options | overrides))
+
+
+def _with_genes(run_config: dict, genes: list[str]) -> dict:
+    """``run_config`` with every op's config limited to ``genes`` (when a list was given)."""
+    if not genes:
+        return run_config
+    return {"ops": {op: {"config": {**body["config"], "genes": genes}}
+                    for op, body in run_config["ops"].items()}}
+
+
+def _experiment_config(args: argparse.Namespace, experiment: str) -> dict:
+    config: dict = {"genes": args.genes or []}
+    if experiment == "window_experiment":
+        config["protocol"] = args.protocol
+    elif experiment == "tissue_experiment":
+        config |= {"window_bp": args.window_bp, "protocol": args.protocol}
+    else:
+        config["window_bp"] = args.window_bp
+    return {"ops": {experiment: {"config": config}}}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cohorts", nargs="+", default=list(DEFAULT_COHORTS))
-    parser.add_argument("--train", nargs="*", default=["BRCA"], help="cohorts to train on")
-    parser.add_argument("--window-bp", type=int, default=DEFAULT_WINDOW_BP)
-    parser.add_argument("--protocol", default="honest", choices=["honest", "published"])
-    parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--cohorts", nargs="+", default=list(DEFAULT_COHORTS),
+                        help="cohorts to register and build (default %(default)s)")
     parser.add_argument(
-        "--models", nargs="*", default=list(DEFAULT_MODELS),
-        help=f"baseline models to cross-validate beside the CNN (registry names: "
-        f"{', '.join(m for m in MODELS if m != 'cnn')}); none skips the evaluation",
+        "--train", nargs="*", default=None,
+        help="cohorts to train and evaluate on (default: BRCA when among --cohorts, else the "
+        "first of them; none trains nothing)",
+    )
+    for field in _TRAINING_OPTIONS:
+        _config_option(parser, TrainingConfig, field)
+    _config_option(
+        parser, EvaluationConfig, "models",
+        help="baseline models to cross-validate beside the CNN (registry names: "
+        f"{', '.join(m for m in MODELS if m != 'cnn')}; default %(default)s); none skips the "
+        "evaluation",
+    )
+    parser.add_argument(
+        "--experiments", nargs="*", default=list(DEFAULT_EXPERIMENTS), choices=EXPERIMENTS,
+        help="the paper's experiments to run on each training cohort after its models: "
+        "tissue (all, tumour-only, normal-only samples), generalisation (its models applied to "
+        "the other cohorts), window (1 kb to 1 Mb; slower); default: "
+        + " ".join(DEFAULT_EXPERIMENTS) + "; none skips them",
+    )
+    parser.add_argument(
+        "--genes", nargs="+", default=None,
+        help="only these genes (any chromosomes: each goes to its own partition)",
     )
     parser.add_argument(
         "--keep-last-weights", action="store_true",
-        help="keep each fold's last-epoch weights, as the authors' script does in effect",
+        help="keep each fold's last-epoch weights (restore_best_weights: false), as the "
+        "authors' script does in effect; with --protocol published --seed 42 it is their run",
     )
     return parser
 
@@ -99,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cohorts = _cohort_names(parser, "--cohorts", args.cohorts)
+    if args.train is None:
+        args.train = ["BRCA"] if "BRCA" in cohorts else cohorts[:1]
     train = _cohort_names(parser, "--train", args.train)
     runs.log_to_terminal()
     return runs.until_interrupted(lambda: _materialise(args, cohorts, train))
@@ -123,19 +181,22 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
     summary_job = defs.resolve_implicit_global_asset_job_def()
     summaries = [AssetKey("cnn_summary"), AssetKey("r2_by_cpg_count")]
     summaries += [AssetKey("model_comparison")] if args.models else []
+    warehouse = defs.resources["warehouse"]
     for cohort in train:
-        for chromosome in CHROMOSOMES:
+        routed = genes_by_chromosome(warehouse, cohort, args.window_bp, args.genes or [])
+        for chromosome in CHROMOSOMES if not args.genes else routed:
             key = MultiPartitionKey({"cohort": cohort, "chromosome": chromosome})
+            genes = routed.get(chromosome, []) if args.genes else []
             print(f"training: {cohort} {chromosome}", flush=True)
-            runs.execute(training_job, instance, run_config=_training_config(args),
-                         partition_key=key)
+            runs.execute(training_job, instance, partition_key=key,
+                         run_config=_with_genes(_training_config(args), genes))
             if args.models:
                 print(f"evaluating {', '.join(args.models)}: {cohort} {chromosome}", flush=True)
-                runs.execute(evaluation_job, instance, run_config=_evaluation_config(args),
-                             partition_key=key)
+                runs.execute(evaluation_job, instance, partition_key=key,
+                             run_config=_with_genes(_evaluation_config(args), genes))
         runs.execute(summary_job, instance, partition_key=cohort, asset_selection=summaries)
+        _experiments(args, instance, summary_job, cohort, others=len(set(cohorts) - {cohort}))
 
-    warehouse = defs.resources["warehouse"]
     views = ["cohort_overview"] + (["model_summary"] if train else [])
     for view in views:
         print(warehouse.query(f"SELECT * FROM {view} ORDER BY ALL").to_string(index=False))
@@ -146,6 +207,23 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
             "round(ci_high, 3) AS ci_high FROM model_comparison WHERE metric = 'r2' ORDER BY ALL"
         ).to_string(index=False))
     return 0
+
+
+def _experiments(args: argparse.Namespace, instance: DagsterInstance, job, cohort: str,
+                 others: int) -> None:
+    """The requested experiments of ``cohort``, then its report (which notes any not run)."""
+    for experiment in args.experiments:
+        asset = f"{experiment}_experiment" if experiment != "generalisation" else experiment
+        if asset == "generalisation" and not others:
+            print(f"generalisation: skipped, no cohort besides {cohort} (see --cohorts)")
+            continue
+        print(f"experiment: {experiment} on {cohort}", flush=True)
+        runs.execute(job, instance, partition_key=cohort, asset_selection=[AssetKey(asset)],
+                     run_config=_experiment_config(args, asset))
+    runs.execute(job, instance, partition_key=cohort,
+                 asset_selection=[AssetKey("evaluation_report")])
+    path = report_path(defs.resources["warehouse"], cohort)
+    print(f"report: {path} (open it in a browser)", flush=True)
 
 
 def _gpus() -> int:

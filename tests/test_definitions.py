@@ -1,3 +1,4 @@
+import pytest
 from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
 
 from dmg_assets.definitions import defs
@@ -10,7 +11,8 @@ def test_definitions_load_with_every_asset_and_job():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"samples", "probes", "m_values", "expression", "gene_promoters", "gene_windows",
             "cnn_gene_metrics", "cnn_fold_metrics", "cnn_predictions", "cnn_checkpoints",
-            "cnn_summary"} <= keys
+            "cnn_summary", "model_gene_metrics", "model_comparison", "r2_by_cpg_count",
+            "tissue_experiment", "window_experiment", "generalisation", "evaluation_report"} <= keys
     assert defs.resolve_job_def("data_layer_job") and defs.resolve_job_def("training_job")
 
 
@@ -30,9 +32,28 @@ def test_run_driver_maps_its_flags_to_training_config():
     from dmg_assets.run import _training_config, build_parser
     from dmg_assets.training import TrainingConfig
 
-    args = build_parser().parse_args(["--protocol", "published", "--keep-last-weights"])
+    args = build_parser().parse_args(["--protocol", "published", "--keep-last-weights",
+                                      "--seed", "42", "--max-epochs", "50"])
     config = _training_config(args)["ops"]["cnn_models"]["config"]
     assert config == {
         "window_bp": 1_000_000, "protocol": "published", "restore_best_weights": False,
+        "seed": 42, "max_epochs": 50, "patience": 90,
     }
     TrainingConfig(**config)  # every key is a field of the asset's config
+
+
+def test_run_driver_options_take_their_defaults_and_choices_from_the_configs(capsys):
+    from dmg_assets.evaluation import DEFAULT_MODELS
+    from dmg_assets.run import build_parser
+    from dmg_ml.training.reference import TrainConfig
+
+    parser = build_parser()
+    defaults = parser.parse_args([])
+    assert (defaults.max_epochs, defaults.patience) == (TrainConfig.max_epochs,
+                                                        TrainConfig.patience)
+    assert defaults.models == list(DEFAULT_MODELS) and defaults.train is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--protocol", "leaky"])
+    assert "invalid choice: 'leaky' (choose from 'honest', 'published')" in capsys.readouterr().err
+    help_text = parser.format_help()
+    assert "Epochs at most per fold. (default 700)" in help_text
