@@ -110,3 +110,16 @@ def test_the_cpg_count_experiment_bins_every_gene_of_every_model(evaluated):
     )["mean_r2"].item()
     rows = table[table["model"] == "cnn"]
     assert (rows["mean_r2"] * rows["genes"]).sum() / rows["genes"].sum() == pytest.approx(cnn)
+
+
+def test_one_group_by_compares_every_model_fold_by_fold_and_sample_by_sample(evaluated):
+    warehouse = _resources(evaluated)["warehouse"]
+    folds = warehouse.query(
+        "SELECT model, count(DISTINCT fold) AS folds, sum(n_test) AS tested FROM fold_metrics "
+        "GROUP BY model ORDER BY model")
+    assert folds["model"].tolist() == ["cnn", "enet", "mean"]
+    assert folds["folds"].tolist() == [5] * 3 and folds["tested"].nunique() == 1
+    disagreements = warehouse.query(
+        "SELECT gene, sample FROM predictions GROUP BY gene, sample "
+        "HAVING count(DISTINCT fold) > 1 OR count(DISTINCT model) <> 3")
+    assert disagreements.empty

@@ -40,6 +40,50 @@ SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, n_cpgs, n_s
        pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
 FROM model_gene_metrics;
 
+-- fold_metrics and predictions: the same union for per-fold scores and out-of-fold predictions
+-- (every model on the same outer folds: join on cohort, protocol, window_bp, tissue, gene, sample).
+CREATE OR REPLACE VIEW fold_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
+       pearson_r2, run_id
+FROM model_fold_metrics;
+
+CREATE OR REPLACE VIEW fold_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, tissue,
+       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, fold,
+       n_train + n_valid AS n_train, n_test, r2, pearson_r2, run_id
+FROM cnn_fold_metrics;
+
+CREATE OR REPLACE VIEW fold_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, tissue,
+       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, fold,
+       n_train + n_valid AS n_train, n_test, r2, pearson_r2, run_id
+FROM cnn_fold_metrics
+UNION ALL
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
+       pearson_r2, run_id
+FROM model_fold_metrics;
+
+CREATE OR REPLACE VIEW predictions AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true, y_pred,
+       run_id
+FROM model_predictions;
+
+CREATE OR REPLACE VIEW predictions AS
+SELECT cohort, chromosome, protocol, window_bp, tissue,
+       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, sample, fold,
+       y_true, y_pred, run_id
+FROM cnn_predictions;
+
+CREATE OR REPLACE VIEW predictions AS
+SELECT cohort, chromosome, protocol, window_bp, tissue,
+       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, sample, fold,
+       y_true, y_pred, run_id
+FROM cnn_predictions
+UNION ALL
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true, y_pred,
+       run_id
+FROM model_predictions;
+
 -- Per cohort, protocol, window, tissue and model: genes, mean and median R² and r².
 CREATE OR REPLACE VIEW model_summary AS
 SELECT cohort, protocol, window_bp, tissue, model, count(*) AS genes,
