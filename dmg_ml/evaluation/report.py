@@ -282,8 +282,9 @@ def _headline_section(inputs: ReportInputs, window, tissue) -> Section:
         "carried across folds, early stopping on the scored fold, ungrouped folds) and reports "
         "the mean of per-fold values as their figure does: it is an audit of how the paper's "
         "numbers were obtained, not an estimate of accuracy. The paper's BRCA means mix the "
-        "metrics: DeepMethyGene 0.640 as r², geneEXPLORE 0.449, random forest 0.374 and SVM "
-        "0.327 as R².</p>\n"
+        "metrics: DeepMethyGene 0.640 as the mean of per-fold r², geneEXPLORE 0.449 as the r² of "
+        "its pooled predictions, random forest 0.374 and SVM 0.327 as the mean of per-fold "
+        "R².</p>\n"
         f"<p>The interval is a bootstrap 95 % interval of the mean over genes ({N_RESAMPLES} "
         f"resamples, seed {SEED}). Models are ordered by honest mean R².</p>"
     )
