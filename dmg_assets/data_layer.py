@@ -158,7 +158,7 @@ def samples(
 def expression(
     context: AssetExecutionContext, source: XenaSource, warehouse: Warehouse
 ) -> MaterializeResult:
-    """log2(RSEM + 1) of genes with mean > 1 over the samples kept (DESIGN.md §3 steps 3-4)."""
+    """log2(RSEM + 1) of genes with mean > 1 over the samples kept (docs/design.md §3 steps 3-4)."""
     partition = _cohort(context)
     kept = _kept_samples(warehouse, partition)
     path = _cached(source, _source_paths(partition["cohort"])["expression"])

@@ -1,4 +1,4 @@
-"""The per-gene CNN (DESIGN.md §4) and the two R² metrics."""
+"""The per-gene CNN (docs/design.md §4) and the two R² metrics."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from dagster import DagsterInstance, MultiPartitionKey, materialize
 from packaging.requirements import Requirement
 
 from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_count
+from dmg_assets.experiments import generalisation, tissue_experiment
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models, cnn_summary
 from dmg_ml.synthetic.layout import build_layout
@@ -94,8 +95,9 @@ def _readme_run_config() -> dict:
 @pytest.fixture(scope="module")
 def project(built, tmp_path_factory, one_thread) -> Path:
     """A project root holding ``data/`` as ``make run`` leaves it: the tiny BRCA trained on chr1
-    with the README's Launchpad config (fewer epochs), its cohort summary, the default baselines
-    and the model comparison."""
+    with the README's Launchpad config (fewer epochs) and as the authors' script (published, last
+    weights), its cohort summary, the default baselines, the model comparison and the tissue and
+    generalisation experiments (cheap models)."""
     root = tmp_path_factory.mktemp("project")
     data_dir = root / "data"
     shutil.copytree(built, data_dir)
@@ -107,6 +109,13 @@ def project(built, tmp_path_factory, one_thread) -> Path:
         [cnn_models], partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
         resources=resources, instance=instance, run_config=_readme_run_config(),
     )
+    published = _readme_run_config()
+    published["ops"]["cnn_models"]["config"].update(
+        protocol="published", restore_best_weights=False, seed=42)
+    materialize(
+        [cnn_models], partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
+        resources=resources, instance=instance, run_config=published,
+    )
     materialize([cnn_summary], partition_key="BRCA", resources=resources, instance=instance)
     window = _readme_run_config()["ops"]["cnn_models"]["config"]["window_bp"]
     materialize(
@@ -117,6 +126,11 @@ def project(built, tmp_path_factory, one_thread) -> Path:
     )
     materialize([model_comparison, r2_by_cpg_count], partition_key="BRCA", resources=resources,
                 instance=instance)
+    experiments = {"tissue_experiment": {"window_bp": window, "models": ["mean"]},
+                   "generalisation": {"window_bp": window, "models": ["cnn", "mean"]}}
+    materialize([tissue_experiment, generalisation], partition_key="BRCA", resources=resources,
+                instance=instance,
+                run_config={"ops": {op: {"config": c} for op, c in experiments.items()}})
     return root
 
 

@@ -106,7 +106,7 @@ SELECT cohort, protocol, window_bp, tissue, model, cpg_bin, bin_low, genes, mean
        mean_pearson_r2, median_n_cpgs
 FROM read_parquet('{root}/r2_by_cpg_count/**/*.parquet', hive_partitioning = true);
 
--- Experiments (DESIGN.md §5), each written by its asset, one row per model and gene.
+-- Experiments (docs/design.md §5), each written by its asset, one row per model and gene.
 
 -- tissue_experiment: every model trained and scored on all, tumour-only and normal-only samples.
 CREATE OR REPLACE VIEW tissue_experiment AS

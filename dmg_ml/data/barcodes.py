@@ -38,7 +38,7 @@ def parse_barcodes(barcodes: list[str] | pd.Index) -> pd.DataFrame:
 
 
 def sample_table(methylation: list[str], expression: list[str]) -> pd.DataFrame:
-    """Every barcode of either matrix; ``kept`` marks those in both (DESIGN.md §3 step 4).
+    """Every barcode of either matrix; ``kept`` marks those in both (docs/design.md §3 step 4).
 
     Raises ``ValueError`` when the two files share no sample.
     """

@@ -42,7 +42,7 @@ class MValueBlock:
 
 @dataclass
 class MValueStream:
-    """Streams a beta matrix through DESIGN.md §3 steps 1, 2 and 4.
+    """Streams a beta matrix through docs/design.md §3 steps 1, 2 and 4.
 
     Iterate ``blocks()`` once; afterwards ``probe_table()`` describes every located probe of the
     matrix (its missing fraction and whether it was kept), ``n_unlocated`` counts the probes

@@ -1,4 +1,4 @@
-"""The geneEXPLORE preprocessing protocol (DESIGN.md §3): M-values, missingness, imputation.
+"""The geneEXPLORE preprocessing protocol (docs/design.md §3): M-values, missingness, imputation.
 
 Values are checked before they are transformed, so that a bad cell fails the step with its probe
 or gene and sample named rather than being dropped or reaching pandera as a bare row number: betas

@@ -1,4 +1,4 @@
-"""Gene promoters and the CpG windows around them (DESIGN.md §3 steps 5 and 6)."""
+"""Gene promoters and the CpG windows around them (docs/design.md §3 steps 5 and 6)."""
 
 from __future__ import annotations
 

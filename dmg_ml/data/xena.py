@@ -1,4 +1,4 @@
-"""Streaming readers for the UCSC Xena TCGA file formats (DESIGN.md §2).
+"""Streaming readers for the UCSC Xena TCGA file formats (docs/design.md §2).
 
 The methylation matrix of a full cohort is 485,577 probes × ~900 samples: it is read in row blocks
 with pyarrow's streaming CSV reader and never held whole.
@@ -59,7 +59,7 @@ def expression_path(cohort: str) -> str:
 
 
 class SourceFormatError(ValueError):
-    """A source file does not have the format DESIGN.md §2 describes."""
+    """A source file does not have the format docs/design.md §2 describes."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def read_matrix(path: str | Path, columns: list[str] | None = None) -> pd.DataFr
 def read_probe_map(path: str | Path) -> pd.DataFrame:
     """Probe coordinates from a Xena probe map: ``probe_id, chromosome, position``.
 
-    Only probes on ``CHROMOSOMES`` are returned (DESIGN.md §3 step 4), with chromosome aliases
+    Only probes on ``CHROMOSOMES`` are returned (docs/design.md §3 step 4), with chromosome aliases
     normalised (``normalise_chromosome``). ``attrs`` states what was normalised or left out:
     ``chromosome_aliases`` (alias → name, for every alias met), ``n_unlocated`` (rows without a
     chromosome) and ``n_off_chromosomes`` (rows on other chromosomes, such as chrY or chrM).

@@ -1,4 +1,4 @@
-"""One cross-validation engine for every model of the comparison (DESIGN.md §5).
+"""One cross-validation engine for every model of the comparison (docs/design.md §5).
 
 Every model is scored on the same outer folds: ``outer_splits`` is the one place folds come from
 (honest: patient-grouped ``GroupKFold``, the same per cohort and seed as the CNN's

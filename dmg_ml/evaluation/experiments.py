@@ -1,4 +1,4 @@
-"""The paper's experiments (DESIGN.md §5): R² by CpG count, window, tissue, and generalisation
+"""The paper's experiments (docs/design.md §5): R² by CpG count, window, tissue, and generalisation
 to other cohorts; the pieces that are not the cross-validation engine itself."""
 
 from __future__ import annotations

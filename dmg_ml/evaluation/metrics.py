@@ -1,4 +1,4 @@
-"""The two R² definitions every model reports (DESIGN.md §5).
+"""The two R² definitions every model reports (docs/design.md §5).
 
 ``r2`` is the coefficient of determination (sklearn ``r2_score``): it can be negative and punishes
 bias and wrong scale. ``pearson_r2`` is the squared Pearson correlation, the figure the authors

@@ -1,4 +1,4 @@
-"""The neural models of the comparison as scikit-learn estimators (DESIGN.md §4-5).
+"""The neural models of the comparison as scikit-learn estimators (docs/design.md §4-5).
 
 ``CNNRegressor`` is DeepMethyGene's per-gene CNN (``AdaptiveRegressionCNN``); ``MLPRegressor`` is
 the paper's ablation, the same network without its convolutional layers (``AblationMLP``). Both
