@@ -169,6 +169,12 @@ class Transaction:
         if any(target.rglob("*.parquet")):
             old = pq.ParquetDataset(target, partitioning=None).read().to_pandas()
             columns = [key] if isinstance(key, str) else list(key)
+            if missing := [c for c in columns if c not in old.columns]:
+                raise ValueError(
+                    f"{table} {dict(partition)} was written without the key columns {missing} "
+                    f"(an older dmg): remove {target} to rebuild it, or start a fresh data "
+                    "directory (make clean)"
+                )
             replaced = pd.MultiIndex.from_frame(frame[columns].drop_duplicates())
             old = old[~pd.MultiIndex.from_frame(old[columns]).isin(replaced)]
             frame = pd.concat([old, frame], ignore_index=True)

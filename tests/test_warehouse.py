@@ -144,6 +144,17 @@ def test_replace_rows_swaps_only_the_given_keys(tmp_path):
     assert rows.to_dict("list") == {"gene": ["A", "B", "C"], "r2": [0.1, 0.9, 0.3]}
 
 
+def test_replace_rows_refuses_a_partition_written_without_its_key_columns(tmp_path):
+    """A data directory from before a key column existed: a clear error, not a KeyError."""
+    warehouse = _warehouse(tmp_path)
+    partition = {"cohort": "BRCA", "chromosome": "chr1"}
+    warehouse.write("gene_scores", partition, pd.DataFrame({"gene": ["A"], "r2": [0.1]}))
+    new = pd.DataFrame({"gene": ["A"], "tissue": ["all"], "r2": [0.5]})
+    with pytest.raises(ValueError, match=r"without the key columns \['tissue'\].*make clean"):
+        warehouse.replace_rows("gene_scores", partition, new, key=["tissue", "gene"])
+    assert warehouse.read("gene_scores", partition)["r2"].tolist() == [0.1]
+
+
 def test_an_empty_frame_never_replaces_a_partition_with_rows(tmp_path):
     warehouse = _warehouse(tmp_path)
     warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
