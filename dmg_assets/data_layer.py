@@ -113,7 +113,11 @@ class SamplesConfig(Config):
 
 @asset(
     partitions_def=cohort_partitions, group_name=GROUP, deps=[source_files], kinds={"duckdb"},
-    check_specs=[AssetCheckSpec("has_shared_samples", asset="samples")],
+    check_specs=[AssetCheckSpec(
+        "has_shared_samples", asset="samples", blocking=True,
+        description="At least 10 samples are in both matrices (enough for 5-fold CV); when it "
+        "fails, nothing downstream runs.",
+    )],
 )
 def samples(
     context: AssetExecutionContext, config: SamplesConfig, source: XenaSource,
@@ -186,23 +190,43 @@ def expression(
 
 
 class MValuesConfig(Config):
+    """The stream's defaults (``MValueStream``) are the one home of these settings."""
+
     max_missing_fraction: float = Field(
-        default=0.2, description="Probes missing in more samples than this are dropped."
+        default=MValueStream.max_missing_fraction,
+        description="Probes missing in more samples than this are dropped.",
     )
-    n_neighbors: int = Field(default=10, description="Samples averaged by the kNN imputation.")
+    n_neighbors: int = Field(
+        default=MValueStream.n_neighbors, description="Samples averaged by the kNN imputation."
+    )
     block_megabytes: int = Field(
-        default=16, description="Text read (and imputed) per block; bounds memory."
+        default=MValueStream.block_bytes >> 20,
+        description="Text read (and imputed) per block; bounds memory.",
     )
 
 
 @multi_asset(
     specs=[
-        AssetSpec("m_values", deps=[samples], group_name=GROUP, kinds={"duckdb"}),
-        AssetSpec("probes", deps=[samples], group_name=GROUP, kinds={"duckdb"}),
+        AssetSpec(
+            "m_values", deps=[samples], group_name=GROUP, kinds={"duckdb"},
+            description="M = log2(β / (1 − β)) of every kept probe and sample, clamped to ±10; "
+            "missing cells filled by kNN over samples (imputed = true).",
+        ),
+        AssetSpec(
+            "probes", deps=[samples], group_name=GROUP, kinds={"duckdb"},
+            description="Every probe of the matrix with hg19 coordinates on chr1-22/X, its "
+            "missing fraction over the kept samples and whether it was kept (≤ 20 % missing).",
+        ),
     ],
     check_specs=[
-        AssetCheckSpec("one_row_per_probe_and_sample", asset="m_values"),
-        AssetCheckSpec("imputed_share_below_5_percent", asset="m_values"),
+        AssetCheckSpec(
+            "one_row_per_probe_and_sample", asset="m_values", blocking=True,
+            description="m_values holds exactly kept probes × kept samples rows.",
+        ),
+        AssetCheckSpec(
+            "imputed_share_below_5_percent", asset="m_values",
+            description="Under 5 % of the M-values were imputed (a warning, not a stop).",
+        ),
     ],
     partitions_def=cohort_partitions,
 )
@@ -326,7 +350,10 @@ class WindowConfig(Config):
 @asset(
     partitions_def=cohort_partitions, group_name=GROUP, deps=[gene_promoters, "probes"],
     kinds={"duckdb"},
-    check_specs=[AssetCheckSpec("every_gene_has_cpgs_in_every_window", asset="gene_windows")],
+    check_specs=[AssetCheckSpec(
+        "every_gene_has_cpgs_in_every_window", asset="gene_windows", blocking=True,
+        description="Every promoter of gene_promoters has CpGs in every window size.",
+    )],
 )
 def gene_windows(
     context: AssetExecutionContext, config: WindowConfig, warehouse: Warehouse

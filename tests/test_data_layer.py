@@ -301,3 +301,27 @@ def test_an_excluded_sample_is_not_kept(tiny_hub, built_copy):
         "FROM m_values WHERE cohort = 'BRCA'", [excluded],
     )
     assert m.to_dict("records") == [{"n": 0, "samples": 47}]
+
+
+def test_a_failed_error_check_blocks_everything_downstream(tiny_hub, built_copy):
+    """Fewer than 10 shared samples: the samples check fails and no later table is rebuilt."""
+    resources = resources_for(str(tiny_hub), built_copy)
+    before = _snapshot(built_copy)
+    samples = resources["warehouse"].read("samples", {"cohort": "BRCA"})
+    keep = samples[samples["kept"]]["sample"].iloc[:8]
+    exclude = samples[~samples["sample"].isin(keep)]["sample"].tolist()
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+    result = materialize(
+        DATA_ASSETS, partition_key="BRCA", resources=resources, instance=instance,
+        run_config={"ops": {"samples": {"config": {"exclude": exclude}}}}, raise_on_error=False,
+    )
+    assert not result.success
+    materialised = {e.asset_key.to_user_string() for e in result.all_events
+                    if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert "samples" in materialised
+    assert not materialised & {"expression", "m_values", "probes", "gene_promoters",
+                               "gene_windows"}
+    after = _snapshot(built_copy)
+    for table in ("expression", "m_values", "gene_windows"):
+        pd.testing.assert_frame_equal(after[table], before[table])
