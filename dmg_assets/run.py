@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from dagster import AssetKey, Config, DagsterInstance, MultiPartitionKey
+from tqdm import tqdm
 
 from dmg_assets import runs
 from dmg_assets.definitions import SOURCE_URL, defs
@@ -133,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these genes (any chromosomes: each goes to its own partition)",
     )
     parser.add_argument(
+        "--verbose", action="store_true",
+        help="show Dagster's INFO events (each step's own progress) above the progress bar",
+    )
+    parser.add_argument(
         "--keep-last-weights", action="store_true",
         help="keep each fold's last-epoch weights (restore_best_weights: false), as the "
         "authors' script does in effect; with --protocol published --seed 42 it is their run",
@@ -162,6 +167,40 @@ def main(argv: list[str] | None = None) -> int:
     return runs.until_interrupted(lambda: _materialise(args, cohorts, train))
 
 
+class _Progress:
+    """One bar over every step of the run, with an ETA, and the lines a person reads above it.
+
+    Dagster's own event log goes to the console at ``log_level`` (WARNING unless ``--verbose``),
+    so the terminal shows progress, results and problems, not every engine event.
+    """
+
+    def __init__(self, total: int, log_level: str) -> None:
+        self.bar = tqdm(total=total, unit="step", file=sys.stdout, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+        self.log_level = log_level
+
+    def run(self, label: str, job, instance: DagsterInstance, run_config: dict | None = None,
+            **kwargs):
+        self.bar.set_description(label)
+        config = {**(run_config or {}),
+                  "loggers": {"console": {"config": {"log_level": self.log_level}}}}
+        result = runs.execute(job, instance, run_config=config, **kwargs)
+        self.bar.update(1)
+        return result
+
+    def say(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _steps(args: argparse.Namespace, cohorts: list[str], train: list[str]) -> int:
+    """Runs the driver will launch (with ``--genes``, an upper bound lowered as genes route)."""
+    per_cohort = len(CHROMOSOMES) * (1 + bool(args.models)) + 1 + len(args.experiments) + 1
+    return len(cohorts) + len(train) * per_cohort
+
+
 def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str]) -> int:
     instance = _instance()
     runs.release_stale_runs(instance)
@@ -170,11 +209,21 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.set_concurrency_slots(POOL, max(1, _gpus()))
+    progress = _Progress(_steps(args, cohorts, train), "INFO" if args.verbose else "WARNING")
+    try:
+        _run_all(args, cohorts, train, instance, progress)
+    finally:
+        progress.close()
+    _print_results(args, train)
+    return 0
 
+
+def _run_all(args: argparse.Namespace, cohorts: list[str], train: list[str],
+             instance: DagsterInstance, progress: _Progress) -> None:
     data_job = defs.resolve_job_def("data_layer_job")
     for cohort in cohorts:
-        print(f"data layer: {cohort}", flush=True)
-        runs.execute(data_job, instance, partition_key=cohort)
+        progress.run(f"data layer {cohort}", data_job, instance, partition_key=cohort)
+        progress.say(f"data layer: {cohort} done")
 
     training_job = defs.resolve_job_def("training_job")
     evaluation_job = defs.resolve_job_def("evaluation_job")
@@ -184,19 +233,41 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
     warehouse = defs.resources["warehouse"]
     for cohort in train:
         routed = genes_by_chromosome(warehouse, cohort, args.window_bp, args.genes or [])
-        for chromosome in CHROMOSOMES if not args.genes else routed:
+        chromosomes = CHROMOSOMES if not args.genes else list(routed)
+        if args.genes:  # fewer steps than the bar's upper bound
+            progress.bar.total -= (len(CHROMOSOMES) - len(chromosomes)) * (1 + bool(args.models))
+        for chromosome in chromosomes:
             key = MultiPartitionKey({"cohort": cohort, "chromosome": chromosome})
             genes = routed.get(chromosome, []) if args.genes else []
-            print(f"training: {cohort} {chromosome}", flush=True)
-            runs.execute(training_job, instance, partition_key=key,
+            progress.run(f"training {cohort} {chromosome}", training_job, instance,
+                         partition_key=key,
                          run_config=_with_genes(_training_config(args), genes))
             if args.models:
-                print(f"evaluating {', '.join(args.models)}: {cohort} {chromosome}", flush=True)
-                runs.execute(evaluation_job, instance, partition_key=key,
+                progress.run(f"evaluating {cohort} {chromosome}", evaluation_job, instance,
+                             partition_key=key,
                              run_config=_with_genes(_evaluation_config(args), genes))
-        runs.execute(summary_job, instance, partition_key=cohort, asset_selection=summaries)
-        _experiments(args, instance, summary_job, cohort, others=len(set(cohorts) - {cohort}))
+            progress.say(_chromosome_line(warehouse, args, cohort, chromosome))
+        progress.run(f"summaries {cohort}", summary_job, instance, partition_key=cohort,
+                     asset_selection=summaries)
+        _experiments(args, instance, summary_job, cohort, len(set(cohorts) - {cohort}), progress)
 
+
+def _chromosome_line(warehouse, args: argparse.Namespace, cohort: str, chromosome: str) -> str:
+    """``BRCA chr1 (3 genes): cnn 0.21, enet 0.40, ...``: mean honest R² per model so far."""
+    scores = warehouse.query(
+        "SELECT model, count(*) AS genes, avg(r2) AS r2 FROM gene_metrics WHERE cohort = ? "
+        "AND chromosome = ? AND protocol = ? AND window_bp = ? AND tissue = 'all' "
+        "GROUP BY model ORDER BY model",
+        [cohort, chromosome, args.protocol, args.window_bp],
+    )
+    if scores.empty:
+        return f"{cohort} {chromosome}: no gene"
+    models = ", ".join(f"{m} {r:.2f}" for m, r in zip(scores["model"], scores["r2"], strict=True))
+    return f"{cohort} {chromosome} ({scores['genes'].max()} genes), mean R²: {models}"
+
+
+def _print_results(args: argparse.Namespace, train: list[str]) -> None:
+    warehouse = defs.resources["warehouse"]
     views = ["cohort_overview"] + (["model_summary"] if train else [])
     for view in views:
         print(warehouse.query(f"SELECT * FROM {view} ORDER BY ALL").to_string(index=False))
@@ -206,24 +277,29 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
             "round(share_a_wins, 2) AS a_wins, wilcoxon_p, round(ci_low, 3) AS ci_low, "
             "round(ci_high, 3) AS ci_high FROM model_comparison WHERE metric = 'r2' ORDER BY ALL"
         ).to_string(index=False))
-    return 0
+    print("R² is the share of expression variance predicted (below 0: worse than the training "
+          "mean); r² the squared correlation.")
+    print(f"Every table: {Path(warehouse.database).resolve()} (python -m warehouse.query "
+          "\"SELECT * FROM gene_metrics\"; the README lists the views)")
+    for cohort in train:
+        print(f"Report: {report_path(warehouse, cohort)} (open it in a browser)")
 
 
 def _experiments(args: argparse.Namespace, instance: DagsterInstance, job, cohort: str,
-                 others: int) -> None:
+                 others: int, progress: _Progress) -> None:
     """The requested experiments of ``cohort``, then its report (which notes any not run)."""
     for experiment in args.experiments:
         asset = f"{experiment}_experiment" if experiment != "generalisation" else experiment
         if asset == "generalisation" and not others:
-            print(f"generalisation: skipped, no cohort besides {cohort} (see --cohorts)")
+            progress.say(f"generalisation: skipped, no cohort besides {cohort} (see --cohorts)")
+            progress.bar.update(1)
             continue
-        print(f"experiment: {experiment} on {cohort}", flush=True)
-        runs.execute(job, instance, partition_key=cohort, asset_selection=[AssetKey(asset)],
+        progress.run(f"{experiment} {cohort}", job, instance, partition_key=cohort,
+                     asset_selection=[AssetKey(asset)],
                      run_config=_experiment_config(args, asset))
-    runs.execute(job, instance, partition_key=cohort,
+        progress.say(f"experiment {experiment} on {cohort}: done")
+    progress.run(f"report {cohort}", job, instance, partition_key=cohort,
                  asset_selection=[AssetKey("evaluation_report")])
-    path = report_path(defs.resources["warehouse"], cohort)
-    print(f"report: {path} (open it in a browser)", flush=True)
 
 
 def _gpus() -> int:

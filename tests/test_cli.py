@@ -1,0 +1,41 @@
+"""The make-run driver end to end on the tiny hub: genes routed across chromosomes, a line per
+chromosome, the report, and no Dagster DEBUG flood on the terminal."""
+
+import shutil
+
+from dmg_assets import run
+from dmg_assets.definitions import DATA_DIR, SOURCE_URL
+from dmg_resources.warehouse import Warehouse
+
+
+def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are(
+    tiny_hub, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    shutil.copytree(tiny_hub, tmp_path / SOURCE_URL)
+    code = run.main(["--cohorts", "BRCA", "COAD", "--genes", *_two_chromosomes(tiny_hub),
+                     "--max-epochs", "5", "--patience", "2", "--models", "mean",
+                     "--experiments", "tissue"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    warehouse = Warehouse(root=f"{DATA_DIR}/warehouse", database=f"{DATA_DIR}/dmg.duckdb")
+    trained = warehouse.query(
+        "SELECT chromosome, model, count(*) AS genes FROM gene_metrics GROUP BY ALL ORDER BY ALL")
+    assert trained.values.tolist() == [["chr1", "cnn", 1], ["chr1", "mean", 1],
+                                       ["chr2", "cnn", 1], ["chr2", "mean", 1]]
+    assert "BRCA chr1 (1 genes), mean R²: cnn" in out and "BRCA chr2 (1 genes)" in out
+    assert "chr3" not in out  # only the chromosomes of the named genes
+    report = tmp_path / DATA_DIR / "reports" / "BRCA" / "evaluation_report.html"
+    assert report.is_file() and f"Report: {report.resolve()}" in out
+    assert " - DEBUG - " not in out and "STEP_START" not in out
+    assert "below 0: worse than the training mean" in out
+
+
+def _two_chromosomes(hub) -> list[str]:
+    """The first gene of chr1 and of chr2 in the tiny hub's ground truth."""
+    import pandas as pd
+
+    truth = pd.read_csv(hub / "ground_truth" / "BRCA" / "genes.tsv", sep="\t")
+    modelled = truth[truth["category"] == "modelled"].sort_values("gene")
+    return [modelled[modelled["chromosome"] == c]["gene"].iloc[0] for c in ("chr1", "chr2")]
