@@ -119,18 +119,24 @@ def aligned_columns(matrix: pd.DataFrame, probe_ids: Sequence[str],
     return X, float(present.mean()) if len(present) else 0.0
 
 
+def fold_predictions(predictors: Sequence[FoldPredictor], X: np.ndarray) -> np.ndarray:
+    """Folds × samples predictions of raw M-value rows ``X`` (samples × the model's CpGs); a
+    missing value (NaN) takes each fold's training mean."""
+    if not predictors:
+        raise ValueError("no fold models to predict with")
+    missing = np.isnan(X)
+    rows = []
+    for predictor in predictors:
+        filled = np.where(missing, predictor.fill[np.newaxis, :], X)
+        rows.append(np.asarray(predictor.predict(filled), dtype=np.float64).ravel())
+    return np.vstack(rows)
+
+
 def generalisation_scores(predictors: Sequence[FoldPredictor], X: np.ndarray,
                           y: np.ndarray) -> dict[str, float]:
     """R² and r² of the mean of the fold models' predictions on a target cohort's samples.
 
     A CpG the target lacks (NaN in ``X``) takes each fold's training mean.
     """
-    if not predictors:
-        raise ValueError("no fold models to predict with")
-    missing = np.isnan(X)
-    predictions = []
-    for predictor in predictors:
-        filled = np.where(missing, predictor.fill[np.newaxis, :], X)
-        predictions.append(np.asarray(predictor.predict(filled), dtype=np.float64))
-    mean = np.mean(predictions, axis=0)
+    mean = fold_predictions(predictors, X).mean(axis=0)
     return {"r2": r2(y, mean), "pearson_r2": pearson_r2(y, mean)}
