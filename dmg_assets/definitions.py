@@ -1,12 +1,14 @@
-"""Everything Dagster loads: assets, checks, jobs, sensors and resources, wired in one place."""
+"""Everything Dagster loads: assets, checks, jobs, sensors, schedules and resources, in one place.
+"""
 
 import os
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 
 from dmg_assets import data_layer, evaluation, experiments, report, training
+from dmg_assets.automation import automation_sensor
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
-from dmg_assets.sensors import register_default_cohorts
+from dmg_assets.sensors import build_watch_schedule, register_default_cohorts, watch_source
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.source import XenaSource
@@ -19,6 +21,9 @@ from dmg_resources.warehouse import Warehouse
 #: Every resource field can also be overridden per run in the Launchpad.
 SOURCE_URL = os.environ.get("DMG_SOURCE_URL", "data/synthetic")
 DATA_DIR = os.environ.get("DMG_DATA_DIR", "data")
+#: When the ``watch_source_schedule`` looks at the source (cron, UTC): Mondays at 06:00. It does
+#: what the ``watch_source`` sensor does every few minutes, for hubs that cannot be polled cheaply.
+WATCH_SOURCE_CRON = "0 6 * * 1"
 
 data_layer_job = define_asset_job(
     "data_layer_job",
@@ -43,7 +48,8 @@ evaluation_job = define_asset_job(
 defs = Definitions(
     assets=load_assets_from_modules([data_layer, training, evaluation, experiments, report]),
     jobs=[data_layer_job, training_job, evaluation_job],
-    sensors=[register_default_cohorts],
+    sensors=[register_default_cohorts, watch_source, automation_sensor],
+    schedules=[build_watch_schedule(WATCH_SOURCE_CRON)],
     resources={
         "source": XenaSource(base_url=SOURCE_URL, cache_dir=f"{DATA_DIR}/cache"),
         "warehouse": Warehouse(root=f"{DATA_DIR}/warehouse", database=f"{DATA_DIR}/dmg.duckdb"),

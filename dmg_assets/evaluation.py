@@ -26,6 +26,7 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
+from dmg_assets.automation import RETRAIN_ON_NEW_DATA
 from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
@@ -103,7 +104,7 @@ def _tables(results: list[ModelCVResult], run_id: str, tissue: str) -> dict[str,
     specs=[
         AssetSpec(name, deps=["gene_windows", "m_values", "expression", "samples"],
                   group_name=GROUP, kinds={"scikitlearn", "duckdb"},
-                  description=description)
+                  description=description, automation_condition=RETRAIN_ON_NEW_DATA)
         for name, description in zip(TABLES, (
             "Per-fold R² and r² of every baseline model and gene (outer folds shared with the "
             "CNN).",

@@ -9,7 +9,9 @@ histogram in the UI.
 import json
 import time
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,12 +28,22 @@ from dagster import (
 )
 from pydantic import Field
 
+from dmg_assets.automation import RETRAIN_ON_NEW_DATA
 from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table, png_markdown
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
 from dmg_ml.data.barcodes import Tissue
+from dmg_ml.data.inputs import GeneInput
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
-from dmg_ml.evaluation.cv import GeneCVResult, ProtocolName, cross_validate, protocol_config
+from dmg_ml.evaluation.cv import (
+    HALF_PRECISION_MAX_DELTA_R2,
+    GeneCVResult,
+    ProtocolName,
+    cross_validate,
+    half_precision,
+    half_precision_delta_r2,
+    protocol_config,
+)
 from dmg_ml.evaluation.schemas import validate
 from dmg_ml.models.cnn import ChannelRule
 from dmg_ml.training.reference import TrainConfig, TrainerName
@@ -75,6 +87,11 @@ class TrainingConfig(Config):
     )
     tissue: Tissue = Field(
         default="all", description="Samples trained and scored on: all, tumour or normal only."
+    )
+    checkpoint_precision: Literal["auto", "fp32", "fp16"] = Field(
+        default="auto",
+        description="Weights in the checkpoint files: 'auto' stores a gene in half precision "
+        "when that moves its out-of-fold R² by less than 1e-3 (half the bytes), else fp32.",
     )
     restore_best_weights: bool = Field(
         default=True,
@@ -165,11 +182,16 @@ def _tables(
 
 def _save_checkpoints(
     store: CheckpointStore, partition: dict[str, str], results: list[GeneCVResult],
-    probe_ids: dict[str, np.ndarray], config_json: str, run_id: str,
+    inputs: dict[str, GeneInput], config_json: str, run_id: str, precision: str,
 ) -> list[dict]:
     rows = []
     for result in results:
-        checkpoint = result.gene_checkpoint(probe_ids[result.gene], config_json, run_id)
+        gene = inputs[result.gene]
+        checkpoint = result.gene_checkpoint(gene.probe_ids, config_json, run_id)
+        delta = half_precision_delta_r2(result, gene.data) if precision == "auto" else None
+        half = precision == "fp16" or (delta is not None and delta < HALF_PRECISION_MAX_DELTA_R2)
+        if half:
+            checkpoint = replace(checkpoint, folds=[half_precision(f) for f in checkpoint.folds])
         key, digest = store.save(
             checkpoint, partition["cohort"], partition["protocol"], f"w{partition['window_bp']}",
             run_id, result.gene,
@@ -184,6 +206,9 @@ def _save_checkpoints(
                 "config": config_json,
                 "r2": result.r2,
                 "pearson_r2": result.pearson_r2,
+                "weights_dtype": "fp16" if half else "fp32",
+                "half_precision_delta_r2": delta,
+                "bytes": store.resolve(key).stat().st_size,
                 "run_id": run_id,
             }
         )
@@ -193,7 +218,8 @@ def _save_checkpoints(
 @multi_asset(
     specs=[
         AssetSpec(name, deps=["gene_windows", "m_values", "expression", "samples"],
-                  group_name=GROUP, kinds={"pytorch", "duckdb"})
+                  group_name=GROUP, kinds={"pytorch", "duckdb"},
+                  automation_condition=RETRAIN_ON_NEW_DATA)
         for name in TABLES
     ],
     partitions_def=cohort_chromosome_partitions,
@@ -234,8 +260,8 @@ def cnn_models(
     )
     config_json = json.dumps({**config.model_dump(), "precision": precision}, sort_keys=True)
     registry = _save_checkpoints(
-        checkpoints, partition, results, {i.data.gene: i.probe_ids for i in inputs},
-        config_json, context.run_id,
+        checkpoints, partition, results, {i.data.gene: i for i in inputs},
+        config_json, context.run_id, config.checkpoint_precision,
     )
     tables = _tables(results, context.run_id, config.trainer, registry, config.variant)
     key = [*config.variant, "gene"] if config.genes else [*config.variant]

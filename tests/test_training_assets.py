@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, MultiPartitionKey, materialize
+from sklearn.metrics import r2_score
 
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.training import cnn_models, cnn_summary
@@ -81,22 +82,57 @@ def test_training_writes_metrics_predictions_and_registry(trained):
     assert registry["path"].tolist() == expected_keys.tolist()
 
 
-def test_a_reloaded_checkpoint_reproduces_its_out_of_fold_predictions(trained):
-    warehouse = _resources(trained)["warehouse"]
-    entry = warehouse.query("SELECT * FROM cnn_checkpoints ORDER BY gene LIMIT 1").iloc[0]
-    checkpoint = _resources(trained)["checkpoints"].load(entry["path"], entry["sha256"])
+def _reloaded_predictions(data_dir, entry) -> pd.DataFrame:
+    """Out-of-fold rows of ``entry``'s gene with the stored prediction and the reloaded one."""
+    warehouse = _resources(data_dir)["warehouse"]
+    checkpoint = _resources(data_dir)["checkpoints"].load(entry["path"], entry["sha256"])
     stored = warehouse.query(
-        "SELECT sample, fold, y_pred FROM cnn_predictions WHERE gene = ?", [entry["gene"]]
+        "SELECT sample, fold, y_true, y_pred FROM cnn_predictions WHERE gene = ?",
+        [entry["gene"]],
     )
     m = warehouse.query(
         "SELECT probe_id, sample, m_value FROM m_values WHERE cohort = 'BRCA' "
         "AND chromosome = ?", [entry["chromosome"]]
     ).pivot(index="sample", columns="probe_id", values="m_value")
+    reloaded = []
     for fold in checkpoint.folds:
-        model = load_fold_model(fold)
         rows = stored[stored["fold"] == fold.fold]
         X = m.loc[rows["sample"], checkpoint.probe_ids].to_numpy(np.float32)
-        np.testing.assert_allclose(model.predict(X), rows["y_pred"], rtol=1e-5, atol=1e-5)
+        reloaded.append(rows.assign(reloaded=load_fold_model(fold).predict(X)))
+    return pd.concat(reloaded)
+
+
+def test_a_reloaded_fp32_checkpoint_reproduces_its_out_of_fold_predictions(trained, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    _train(data_dir, "chr1", window_bp=100_000, checkpoint_precision="fp32")
+    registry = _resources(data_dir)["warehouse"].query(
+        "SELECT * FROM cnn_checkpoints WHERE chromosome = 'chr1' ORDER BY gene")
+    assert set(registry["weights_dtype"]) == {"fp32"}
+    rows = _reloaded_predictions(data_dir, registry.iloc[0])
+    np.testing.assert_allclose(rows["reloaded"], rows["y_pred"], rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_is_stored_only_where_it_moves_r2_by_under_1e_3(trained, tmp_path):
+    """``auto`` (the default): fp16 files where the out-of-fold R² moves < 1e-3, half the
+    bytes; the reloaded fp16 models keep that promise."""
+    registry = _resources(trained)["warehouse"].query("SELECT * FROM cnn_checkpoints")
+    half = registry[registry["weights_dtype"] == "fp16"]
+    assert len(half) > 0 and (half["half_precision_delta_r2"] < 1e-3).all()
+    assert (registry.loc[registry["weights_dtype"] == "fp32", "half_precision_delta_r2"]
+            >= 1e-3).all()
+    entry = half.sort_values("gene").iloc[0]
+    rows = _reloaded_predictions(trained, entry)
+    moved = abs(r2_score(rows["y_true"], rows["reloaded"]) - r2_score(rows["y_true"],
+                                                                      rows["y_pred"]))
+    assert moved < 1e-3
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    _train(data_dir, "chr1", window_bp=100_000, checkpoint_precision="fp32")
+    full = _resources(data_dir)["warehouse"].query(
+        "SELECT gene, bytes FROM cnn_checkpoints WHERE chromosome = 'chr1'").set_index("gene")
+    ratio = (half.set_index("gene")["bytes"] / full["bytes"]).dropna()
+    assert len(ratio) and ratio.between(0.45, 0.6).all(), ratio
 
 
 def test_training_a_gene_list_replaces_only_those_genes(trained, tmp_path):

@@ -200,6 +200,34 @@ def load_fold_model(checkpoint: FoldCheckpoint) -> FoldModel:
     return FoldModel(model.eval(), checkpoint.scaler_mean, checkpoint.scaler_scale)
 
 
+#: Largest change of a gene's out-of-fold R² that storing its weights in half precision may cause
+#: for the half-precision file to be kept (docs/design.md §11).
+HALF_PRECISION_MAX_DELTA_R2 = 1e-3
+
+
+def half_precision(checkpoint: FoldCheckpoint) -> FoldCheckpoint:
+    """``checkpoint`` with its floating-point weights rounded to float16 (the scaler stays
+    float64): what a half-precision file holds."""
+    state = {name: t.to(torch.float16) if t.is_floating_point() else t
+             for name, t in checkpoint.state_dict.items()}
+    return replace(checkpoint, state_dict=state)
+
+
+def half_precision_delta_r2(result: GeneCVResult, gene: GeneData) -> float:
+    """How much half-precision weights move the gene's out-of-fold R²: |R²(fp16) − R²(fp32)|,
+    each fold's model predicting the rows it was scored on."""
+    rows = pd.Index(gene.samples).get_indexer(result.oof["sample"].astype(str))
+    folds = result.oof["fold"].to_numpy()
+    full, half = np.empty(len(rows)), np.empty(len(rows))
+    for checkpoint in result.checkpoints:
+        mask = folds == checkpoint.fold
+        X = gene.X[rows[mask]]
+        full[mask] = load_fold_model(checkpoint).predict(X)
+        half[mask] = load_fold_model(half_precision(checkpoint)).predict(X)
+    y = result.oof["y_true"].to_numpy()
+    return abs(r2(y, half) - r2(y, full))
+
+
 def _split_seed(seed: int, fold: int) -> int:
     return task_seed(seed, fold) % (2**32)
 

@@ -65,8 +65,11 @@ RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
         "gene": pa.Column(**TEXT), "path": pa.Column(**TEXT),
         "sha256": pa.Column(checks=pa.Check.str_matches(r"^[0-9a-f]{64}$"), **TEXT),
         "n_cpgs": COUNT, "n_folds": COUNT, "config": pa.Column(**TEXT), "r2": R2,
-        "pearson_r2": PEARSON_R2, "run_id": pa.Column(**TEXT), "tissue": TISSUE,
-        "weights": WEIGHTS,
+        "pearson_r2": PEARSON_R2, "weights_dtype": pa.Column(
+            checks=pa.Check.isin(["fp16", "fp32"]), **TEXT),
+        "half_precision_delta_r2": pa.Column(float, pa.Check.ge(0.0), nullable=True,
+                                             coerce=True),
+        "bytes": COUNT, "run_id": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
     }, ["tissue", "weights", "gene"]),
     "model_gene_metrics": _result({
         **_GENE_SCORES, "model": MODEL, "seconds": pa.Column(float), "run_id": pa.Column(**TEXT),
