@@ -5,7 +5,7 @@ import os
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 
-from dmg_assets import data_layer, evaluation, experiments, report, training
+from dmg_assets import data_layer, evaluation, experiments, prediction, report, training
 from dmg_assets.automation import automation_sensor
 from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
 from dmg_assets.sensors import build_watch_schedule, register_default_cohorts, watch_source
@@ -46,8 +46,10 @@ evaluation_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=load_assets_from_modules([data_layer, training, evaluation, experiments, report]),
-    jobs=[data_layer_job, training_job, evaluation_job],
+    assets=load_assets_from_modules(
+        [data_layer, training, evaluation, experiments, report, prediction]
+    ),
+    jobs=[data_layer_job, training_job, evaluation_job, prediction.prediction_job],
     sensors=[register_default_cohorts, watch_source, automation_sensor],
     schedules=[build_watch_schedule(WATCH_SOURCE_CRON)],
     resources={

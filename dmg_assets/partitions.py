@@ -1,4 +1,5 @@
-"""Cohort partitions (extendable at run time) and (cohort, chromosome) partitions for gene work."""
+"""Cohort partitions (extendable at run time), (cohort, chromosome) partitions for gene work and
+prediction batches (one per file of new samples)."""
 
 from dagster import (
     DynamicPartitionsDefinition,
@@ -9,7 +10,12 @@ from dagster import (
 from dmg_ml.data.genome import CHROMOSOMES
 from dmg_ml.data.xena import DEFAULT_COHORTS
 
-__all__ = ["DEFAULT_COHORTS", "cohort_partitions", "cohort_chromosome_partitions"]
+__all__ = [
+    "DEFAULT_COHORTS",
+    "cohort_chromosome_partitions",
+    "cohort_partitions",
+    "prediction_batches",
+]
 
 #: Cohorts are dynamic: the sensor registers the defaults; a user adds more from the UI or CLI.
 cohort_partitions = DynamicPartitionsDefinition(name="cohort")
@@ -18,3 +24,6 @@ chromosome_partitions = StaticPartitionsDefinition(list(CHROMOSOMES))
 cohort_chromosome_partitions = MultiPartitionsDefinition(
     {"cohort": cohort_partitions, "chromosome": chromosome_partitions}
 )
+#: A batch of new samples to predict (a lab's file): added by ``python -m dmg_assets.predict`` or
+#: from the UI; the name keys the batch's rows in ``predicted_expression``.
+prediction_batches = DynamicPartitionsDefinition(name="prediction_batch")

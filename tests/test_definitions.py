@@ -12,7 +12,8 @@ def test_definitions_load_with_every_asset_and_job():
     assert {"samples", "probes", "m_values", "expression", "gene_promoters", "gene_windows",
             "cnn_gene_metrics", "cnn_fold_metrics", "cnn_predictions", "cnn_checkpoints",
             "cnn_summary", "model_gene_metrics", "model_comparison", "r2_by_cpg_count",
-            "tissue_experiment", "window_experiment", "generalisation", "evaluation_report"} <= keys
+            "tissue_experiment", "window_experiment", "generalisation", "evaluation_report",
+            "predicted_expression", "prediction_skipped"} <= keys
     assert defs.resolve_job_def("data_layer_job") and defs.resolve_job_def("training_job")
 
 

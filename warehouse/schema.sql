@@ -129,3 +129,26 @@ CREATE OR REPLACE VIEW generalisation AS
 SELECT cohort AS source_cohort, target_cohort, protocol, window_bp, model, gene, n_cpgs, coverage,
        n_samples, r2, pearson_r2, run_id
 FROM read_parquet('{root}/generalisation/**/*.parquet', hive_partitioning = true);
+
+-- Prediction for new samples (python -m dmg_assets.predict, or prediction_job), partitioned by
+-- batch (one file of new samples; a batch predicted again replaces its rows). The batch name is
+-- read as text whatever it looks like.
+
+-- predicted_expression: log2 expression predicted for each sample and gene of a batch by the
+-- training cohort's honest CNNs: prediction is the mean of the gene's fold models, lower and upper
+-- their range (the models' spread, not an interval for the measured value); coverage is the share
+-- of the gene's probes the sample had, the n_missing_probes others taking the training mean;
+-- scale is what the file held ('beta' or 'm_value').
+CREATE OR REPLACE VIEW predicted_expression AS
+SELECT batch, sample, gene, model, training_cohort, protocol, window_bp, prediction, lower, upper,
+       coverage, n_missing_probes, scale, run_id
+FROM read_parquet('{root}/predicted_expression/**/*.parquet', hive_partitioning = true,
+                  hive_types = {'batch': VARCHAR});
+
+-- prediction_skipped: what a batch did not predict, with the reason: a gene (sample null) whose
+-- honest R² or probe coverage is below the threshold, or a sample left out of one gene for its
+-- own coverage. coverage is null for a gene left out for its R² (its model was not read).
+CREATE OR REPLACE VIEW prediction_skipped AS
+SELECT batch, gene, sample, reason, coverage, run_id
+FROM read_parquet('{root}/prediction_skipped/**/*.parquet', hive_partitioning = true,
+                  hive_types = {'batch': VARCHAR});

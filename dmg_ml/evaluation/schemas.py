@@ -1,7 +1,9 @@
-"""pandera schemas of the result tables the training, evaluation and experiment assets write;
-each frame is validated before a single row is written."""
+"""pandera schemas of the result tables the training, evaluation, experiment and prediction assets
+write; each frame is validated before a single row is written."""
 
 from __future__ import annotations
+
+from typing import get_args
 
 import pandas as pd
 import pandera.pandas as pa
@@ -10,6 +12,7 @@ from dmg_ml.data.barcodes import TISSUES
 from dmg_ml.data.schemas import FINITE, TEXT
 from dmg_ml.data.schemas import validate as _validate
 from dmg_ml.evaluation.cv import PROTOCOLS
+from dmg_ml.prediction.inputs import Scale
 
 #: R² is at most 1 and may be very negative; NaN only where it is undefined (a fold of one sample).
 R2 = pa.Column(float, pa.Check.le(1.0 + 1e-9), nullable=True)
@@ -21,10 +24,23 @@ TISSUE = pa.Column(checks=pa.Check.isin(list(TISSUES)), **TEXT)
 WEIGHTS = pa.Column(checks=pa.Check.isin(["best", "last"]), **TEXT)
 PROTOCOL = pa.Column(checks=pa.Check.isin(list(PROTOCOLS)), **TEXT)
 PREDICTION = pa.Column(float, FINITE)
+#: A share of a gene's probes: [0, 1].
+COVERAGE = pa.Column(float, pa.Check.in_range(0.0, 1.0))
+#: What a lab's methylation file held (``dmg_ml.prediction.inputs.Scale``).
+SCALE = pa.Column(checks=pa.Check.isin(list(get_args(Scale))), **TEXT)
+_ROUNDING = 1e-6
 
 
-def _result(columns: dict, unique: list[str]) -> pa.DataFrameSchema:
-    return pa.DataFrameSchema(columns, unique=unique, strict=True)
+def _result(columns: dict, unique: list[str],
+            checks: list[pa.Check] | None = None) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(columns, unique=unique, strict=True, checks=checks)
+
+
+def _within_interval(frame: pd.DataFrame) -> pd.Series:
+    """lower ≤ prediction ≤ upper (the interval is the fold models' range around their mean)."""
+    slack = _ROUNDING * (1.0 + frame["prediction"].abs())
+    return ((frame["lower"] <= frame["prediction"] + slack)
+            & (frame["prediction"] <= frame["upper"] + slack))
 
 
 _GENE_SCORES = {
@@ -90,6 +106,23 @@ RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
         "window_bp": pa.Column("int64", pa.Check.gt(0), coerce=True), "tissue": TISSUE,
         "run_id": pa.Column(**TEXT),
     }, ["target_cohort", "protocol", "window_bp", "model", "gene"]),
+    # Prediction for new samples (dmg_assets.prediction): one row per sample and gene of a batch.
+    "predicted_expression": _result({
+        "sample": pa.Column(**TEXT), "gene": pa.Column(**TEXT), "model": MODEL,
+        "training_cohort": pa.Column(**TEXT), "protocol": PROTOCOL,
+        "window_bp": pa.Column("int64", pa.Check.gt(0), coerce=True), "prediction": PREDICTION,
+        "lower": PREDICTION, "upper": PREDICTION, "coverage": COVERAGE,
+        "n_missing_probes": pa.Column("int64", pa.Check.ge(0), coerce=True), "scale": SCALE,
+        "run_id": pa.Column(**TEXT),
+    }, ["sample", "gene"], [pa.Check(_within_interval, name="lower <= prediction <= upper")]),
+    # Genes (sample null) and (gene, sample) pairs of a batch not predicted, with the reason;
+    # coverage is null where the gene was left out before its model was read (its honest R²).
+    "prediction_skipped": _result({
+        "gene": pa.Column(**TEXT), "sample": pa.Column(**{**TEXT, "nullable": True}),
+        "reason": pa.Column(**TEXT),
+        "coverage": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
+        "run_id": pa.Column(**TEXT),
+    }, ["gene", "sample"]),
 }
 
 

@@ -1,0 +1,203 @@
+"""Predict expression for new samples from a shell: ``python -m dmg_assets.predict FILE``.
+
+FILE is a methylation matrix of the new samples: a Xena β matrix or a probes × samples TSV/CSV
+(gzipped or not), 450K or EPIC probe ids, β or M values (detected; ``--scale`` to say which). The
+command registers a prediction batch (``--batch``, by default the file's name without its
+extensions) and runs ``prediction_job`` for it, recorded in the Dagster instance
+(``$DAGSTER_HOME``, else a temporary one) like the runs of ``python -m dmg_assets.run``. It prints
+how many samples and genes were predicted and skipped, the scale it read, where the rows are and
+the SQL that reads them.
+
+Exit codes: 0 when the batch was predicted; 1 when the file or the models could not be used (the
+reason is printed; nothing was written); 2 for a wrong option; 130 or 143 when interrupted.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from dagster import LoggerDefinition, colored_console_logger
+from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
+from pydantic import ValidationError
+
+from dmg_assets import runs
+from dmg_assets.definitions import defs
+from dmg_assets.partitions import prediction_batches
+from dmg_assets.prediction import (
+    PredictionConfig,
+    batch_name_for,
+    batch_sql,
+    prediction,
+    prediction_job,
+    validate_batch,
+)
+from dmg_assets.run import _cohort_names, _config_option, _instance
+
+#: Config field → this command's flags (the first is the one help shows); the other fields of
+#: ``PredictionConfig`` but ``input_path`` (the FILE argument) take ``--field-name``.
+_FLAGS = {"training_cohort": ("--cohort", "--training-cohort")}
+_OPTIONS = ("training_cohort", "window_bp", "min_coverage", "min_r2", "scale", "genes")
+
+
+class _Renamed:
+    """A parser whose options are added under this command's flags (``_FLAGS``), so
+    ``_config_option`` gives ``--cohort`` the default, choices and help of ``training_cohort``."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def add_argument(self, flag: str, **options) -> argparse.Action:
+        flags = _FLAGS.get(options["dest"])
+        if flags is None:
+            return self.parser.add_argument(flag, **options)
+        metavar = flags[0].removeprefix("--").replace("-", "_").upper()
+        return self.parser.add_argument(*flags, **{"metavar": metavar, **options})
+
+
+def _not_a_failure(record: logging.LogRecord) -> bool:
+    """False for the step and run failure events, whose text is a stack trace: the command says
+    why the step failed in one line."""
+    if not has_log_record_metadata(record):
+        return True
+    event = get_log_record_metadata(record).get("dagster_event")
+    return event is None or not (event.is_step_failure or event.is_run_failure)
+
+
+def _console(init_context) -> logging.Logger:
+    console = colored_console_logger.logger_fn(init_context)
+    console.addFilter(_not_a_failure)
+    return console
+
+
+#: Dagster's console logger (same config: ``log_level``, ``name``) without the failure events.
+QUIET_CONSOLE = LoggerDefinition(
+    _console, config_schema=colored_console_logger.config_schema,
+    description="Dagster's console logger without the stack traces of failed steps.",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dmg_assets.predict", description=__doc__.splitlines()[0],
+        epilog="Results: the tables predicted_expression and prediction_skipped, one batch each; "
+        "predicting a batch again replaces its rows.",
+    )
+    parser.add_argument("file", metavar="FILE",
+                        help=PredictionConfig.model_fields["input_path"].description)
+    parser.add_argument(
+        "--batch", default=None,
+        help="name of the batch the rows are stored under: letters, digits, dashes and "
+        "underscores (default: the file's name without its extensions, e.g. lab_2024 for "
+        "lab_2024.tsv.gz)",
+    )
+    for field in _OPTIONS:
+        _config_option(_Renamed(parser), PredictionConfig, field)
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show Dagster's INFO events (the step's progress with its ETA)",
+    )
+    return parser
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The run config of the prediction step: every option, and the file's absolute path."""
+    return {"input_path": str(Path(args.file).resolve()),
+            **{field: getattr(args, field) for field in _OPTIONS}}
+
+
+def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, dict]:
+    """The batch name and the step's config, or an argparse error (exit 2) saying what is
+    wrong with the options."""
+    if not Path(args.file).is_file():
+        parser.error(f"FILE: no such file: {args.file}")
+    batch = batch_name_for(args.file) if args.batch is None else args.batch
+    try:
+        validate_batch(batch)
+    except ValueError as exc:
+        parser.error(f"--batch: {exc}")
+    (args.training_cohort,) = _cohort_names(parser, "--cohort", [args.training_cohort])
+    config = _config(args)
+    try:
+        PredictionConfig(**config)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = _FLAGS.get(error["loc"][0], ("--" + str(error["loc"][0]).replace("_", "-"),))[0]
+        parser.error(f"{flag}: {error['msg'].removeprefix('Value error, ')}")
+    return batch, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    batch, config = _checked(parser, args)
+    runs.log_to_terminal()
+    return runs.until_interrupted(
+        lambda: _predict(batch, config, "INFO" if args.verbose else "WARNING"))
+
+
+def _predict(batch: str, config: dict, log_level: str) -> int:
+    instance = _instance()
+    if batch not in instance.get_dynamic_partitions(prediction_batches.name):
+        instance.add_dynamic_partitions(prediction_batches.name, [batch])
+    run_config = {"ops": {prediction.op.name: {"config": config}},
+                  "loggers": {"console": {"config": {"log_level": log_level}}}}
+    print(f"predicting batch {batch} from {config['input_path']} with the CNNs of "
+          f"{config['training_cohort']} (W={config['window_bp']:,})", flush=True)
+    job = defs.resolve_job_def(prediction_job.name)
+    if log_level != "INFO":  # --verbose shows everything, stack traces included
+        job = job.with_logger_defs({"console": QUIET_CONSOLE})
+    result = runs.execute(job, instance, partition_key=batch, run_config=run_config,
+                          raise_on_error=False)
+    if not result.success:
+        print(f"error: {_failure(result)}\nnothing was written for batch {batch}",
+              file=sys.stderr)
+        return 1
+    metadata = {m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
+                for m in result.asset_materializations_for_node(prediction.op.name)}
+    _print_results(batch, metadata["predicted_expression"])
+    return 0
+
+
+def _failure(result) -> str:
+    """The reason the step failed, as its exception said it (no traceback)."""
+    for event in result.all_events:
+        if event.is_step_failure or event.is_run_failure:
+            error = (event.step_failure_data.error if event.is_step_failure
+                     else event.event_specific_data.error)
+            if error is None:
+                continue
+            while error.cause is not None:  # Dagster's wrapper → the step's own exception
+                error = error.cause
+            return _message(error.cls_name, error.message)
+    return "the run failed (see the Dagster UI for its events)"
+
+
+def _message(cls_name: str | None, message: str) -> str:
+    """``'pkg.module.SomeError: text\\n'`` → ``'text'``."""
+    text = message.strip()
+    head, sep, rest = text.partition(": ")
+    if sep and cls_name and head.rsplit(".", 1)[-1] == cls_name:
+        return rest
+    return text
+
+
+def _print_results(batch: str, metadata: dict) -> None:
+    skipped = {reason: n for reason, n in metadata["skipped_by_reason"].items() if n}
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in skipped.items()) or "none"
+    database = metadata["database"]
+    sql = batch_sql(batch)
+    print(f"predicted {metadata['samples']} samples × {metadata['genes_predicted']} genes "
+          f"({metadata['rows']:,} rows) with the CNNs of {metadata['training_cohort']} "
+          f"(W={metadata['window_bp']:,})")
+    print(f"genes skipped: {metadata['genes_skipped']} ({reasons}); the list: prediction_skipped")
+    print(f"scale: {metadata['scale']}; {metadata['input']}")
+    print(f"rows: tables predicted_expression and prediction_skipped, batch '{batch}', in "
+          f"{database}")
+    print("read them with:")
+    print(f"  {sql}")
+    print(f"e.g. python -m warehouse.query --database {database} \"{sql}\"")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
