@@ -34,8 +34,6 @@ from dmg_ml.data.windows import AUTHORS_CODE_WINDOW, WINDOW_SIZES, promoters_wit
 from dmg_ml.data.windows import gene_windows as build_gene_windows
 from dmg_ml.data.xena import SourceFormatError, read_matrix, read_matrix_header, read_probe_map
 from dmg_resources.source import (
-    EXPRESSION_PATH,
-    METHYLATION_PATH,
     PROBE_MAP_PATH,
     XenaSource,
     validate_cohort,
@@ -66,12 +64,9 @@ def _require_rows(rows: int, what: str, why: str) -> None:
         raise SourceFormatError(f"{what}: {why}; nothing was written")
 
 
-def _source_paths(cohort: str) -> dict[str, str]:
-    return {
-        "methylation": METHYLATION_PATH.format(cohort=cohort),
-        "expression": EXPRESSION_PATH.format(cohort=cohort),
-        "probe_map": PROBE_MAP_PATH,
-    }
+def _source_paths(source: XenaSource, cohort: str) -> dict[str, str]:
+    """The files a cohort's data layer reads, spelled by the source (its one way to)."""
+    return {**source.cohort_files(cohort), "probe_map": PROBE_MAP_PATH}
 
 
 def _cached(source: XenaSource, relative: str):
@@ -88,9 +83,14 @@ def _kept_samples(warehouse: Warehouse, partition: dict[str, str]) -> list[str]:
 
 @asset(partitions_def=cohort_partitions, group_name=GROUP, kinds={"http"})
 def source_files(context: AssetExecutionContext, source: XenaSource) -> MaterializeResult:
-    """The cohort's methylation and expression matrices and the probe map, cached locally."""
-    metadata: dict[str, object] = {}
-    for name, relative in _source_paths(_cohort(context)["cohort"]).items():
+    """The cohort's methylation and expression matrices and the probe map, cached locally.
+
+    The source is asked for the cohort's files first: a cohort it lacks (added in the UI by a
+    wrong name) fails here naming the URL tried, before anything is downloaded or written."""
+    cohort = _cohort(context)["cohort"]
+    version = source.version(cohort)
+    metadata: dict[str, object] = {"source_version": version.key}
+    for name, relative in _source_paths(source, cohort).items():
         started = time.monotonic()
         download = source.fetch(relative)
         verb = "reused" if download.reused else "downloaded"
@@ -125,7 +125,7 @@ def samples(
 ) -> MaterializeResult:
     """Barcodes of both matrices parsed into patient, sample type and tissue; kept = in both
     and not excluded by config."""
-    paths = _source_paths(_cohort(context)["cohort"])
+    paths = _source_paths(source, _cohort(context)["cohort"])
     table = sample_table(
         read_matrix_header(_cached(source, paths["methylation"])),
         read_matrix_header(_cached(source, paths["expression"])),
@@ -165,7 +165,7 @@ def expression(
     """log2(RSEM + 1) of genes with mean > 1 over the samples kept (docs/design.md §3 steps 3-4)."""
     partition = _cohort(context)
     kept = _kept_samples(warehouse, partition)
-    path = _cached(source, _source_paths(partition["cohort"])["expression"])
+    path = _cached(source, _source_paths(source, partition["cohort"])["expression"])
     matrix = read_matrix(path, columns=kept)
     _require_rows(len(matrix), path.name, "the matrix has no data rows")
     expressed = filter_expression(matrix)
@@ -240,7 +240,7 @@ def m_values_and_probes(
     kept; ``m_values`` holds one row per kept probe and sample, partitioned by chromosome.
     """
     partition = _cohort(context)
-    paths = _source_paths(partition["cohort"])
+    paths = _source_paths(source, partition["cohort"])
     kept_samples = _kept_samples(warehouse, partition)
     matrix = _cached(source, paths["methylation"])
     coordinates = read_probe_map(_cached(source, paths["probe_map"]))

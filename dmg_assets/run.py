@@ -12,6 +12,7 @@ pool; Ctrl-C or SIGTERM stops the driver (exit code 130 or 143). See ``dmg_asset
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Literal, get_args, get_origin
@@ -27,10 +28,10 @@ from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
 from dmg_assets.report import report_path
 from dmg_assets.training import POOL, TrainingConfig
 from dmg_ml.data.genome import CHROMOSOMES
-from dmg_ml.data.xena import methylation_path
+from dmg_ml.data.xena import PROBE_MAP_PATH, methylation_path
 from dmg_ml.models.registry import MODELS
-from dmg_ml.synthetic.writer import SMALL, write_synthetic_hub
-from dmg_resources.source import validate_cohort
+from dmg_ml.synthetic.writer import MANIFEST, SMALL, hub_manifest, write_synthetic_hub
+from dmg_resources.source import CohortNotFound, SourceUnavailable, validate_cohort
 
 #: The experiments ``--experiments`` offers, and those of the default run (the window experiment
 #: trains every model four times over: through the option).
@@ -47,11 +48,19 @@ def _instance() -> DagsterInstance:
 
 
 def ensure_synthetic_hub(base: str, cohorts: list[str]) -> None:
-    """Write the synthetic hub under ``base`` if it is a local directory without the files."""
+    """Write the synthetic hub under ``base`` if it is a local directory without one, or add
+    missing cohorts to a synthetic hub written from the same spec and seed. Any other directory
+    (a mirror, a hub of another spec) is left alone: its cohorts are what it holds."""
     if "://" in base:
         return
-    missing = [c for c in cohorts if not (Path(base) / methylation_path(c)).exists()]
-    if missing:
+    root = Path(base)
+    missing = [c for c in cohorts if not (root / methylation_path(c)).exists()]
+    if not missing:
+        return
+    manifest = root / MANIFEST
+    fresh = not (root / PROBE_MAP_PATH).exists()
+    same = manifest.exists() and json.loads(manifest.read_text()) == hub_manifest(SMALL, 0)
+    if fresh or same:
         print(f"writing the synthetic TCGA hub for {missing} under {base}")
         write_synthetic_hub(base, SMALL, cohorts=tuple(missing))
 
@@ -205,6 +214,13 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
     instance = _instance()
     runs.release_stale_runs(instance)
     ensure_synthetic_hub(SOURCE_URL, sorted(set(cohorts) | set(train)))
+    source = defs.resources["source"]
+    for cohort in sorted(set(cohorts) | set(train)):  # before anything is registered or run
+        try:
+            source.version(cohort)
+        except (CohortNotFound, SourceUnavailable) as exc:
+            print(f"error: {exc}; nothing was registered or run", file=sys.stderr)
+            return 2 if isinstance(exc, CohortNotFound) else 1
     known = set(instance.get_dynamic_partitions(cohort_partitions.name))
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
     if instance.event_log_storage.supports_global_concurrency_limits:

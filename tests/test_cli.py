@@ -5,7 +5,10 @@ import shutil
 
 from dmg_assets import run
 from dmg_assets.definitions import DATA_DIR, SOURCE_URL
+from dmg_ml.data.xena import PROBE_MAP_PATH, methylation_path
+from dmg_ml.synthetic.writer import write_synthetic_hub
 from dmg_resources.warehouse import Warehouse
+from tests.conftest import TINY
 
 
 def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are(
@@ -39,3 +42,29 @@ def _two_chromosomes(hub) -> list[str]:
     truth = pd.read_csv(hub / "ground_truth" / "BRCA" / "genes.tsv", sep="\t")
     modelled = truth[truth["category"] == "modelled"].sort_values("gene")
     return [modelled[modelled["chromosome"] == c]["gene"].iloc[0] for c in ("chr1", "chr2")]
+
+
+def test_a_cohort_the_source_lacks_stops_the_driver_before_anything_runs(
+    tiny_hub, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    shutil.copytree(tiny_hub, tmp_path / SOURCE_URL)
+    assert run.main(["--cohorts", "BRCA", "KIRC", "--train"]) == 2
+    err = capsys.readouterr().err
+    assert "TCGA.KIRC.sampleMap" in err and "nothing was registered or run" in err
+    assert not (tmp_path / DATA_DIR / "warehouse").exists()
+
+
+def test_cohorts_are_added_only_to_a_synthetic_hub_of_the_default_spec(tmp_path):
+    """A hub of another spec (or a mirror) is never written into: its probe map is shared."""
+    hub = tmp_path / "tiny"
+    write_synthetic_hub(hub, TINY, cohorts=("BRCA",), seed=7)
+    probe_map = (hub / PROBE_MAP_PATH).read_bytes()
+    run.ensure_synthetic_hub(str(hub), ["BRCA", "KIRC"])
+    assert (hub / PROBE_MAP_PATH).read_bytes() == probe_map
+    assert not (hub / methylation_path("KIRC")).exists()
+    default = tmp_path / "default"
+    run.ensure_synthetic_hub(str(default), ["BRCA"])
+    run.ensure_synthetic_hub(str(default), ["BRCA", "KIRC"])
+    assert (default / methylation_path("KIRC")).exists()

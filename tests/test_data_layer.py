@@ -325,3 +325,15 @@ def test_a_failed_error_check_blocks_everything_downstream(tiny_hub, built_copy)
     after = _snapshot(built_copy)
     for table in ("expression", "m_values", "gene_windows"):
         pd.testing.assert_frame_equal(after[table], before[table])
+
+
+def test_a_cohort_the_source_lacks_fails_naming_the_file_before_anything_is_written(
+    tiny_hub, tmp_path
+):
+    resources = resources_for(str(tiny_hub), tmp_path / "data")
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cohort_partitions.name, ["KIRC"])
+    with pytest.raises(Exception, match=r"no file .*TCGA\.KIRC\.sampleMap.*HumanMethylation450"):
+        materialize(DATA_ASSETS, partition_key="KIRC", resources=resources, instance=instance)
+    assert not (tmp_path / "data" / "cache").exists()
+    assert not (tmp_path / "data" / "warehouse").exists()

@@ -140,7 +140,7 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path: Path) -> None
     write_synthetic_hub(tmp_path / "c", TINY, cohorts=("BRCA",), seed=8)
     a, b, c = (all_files(tmp_path / name) for name in "abc")
     assert a == b
-    assert len(a) == 6  # probe map, two matrices, three ground-truth files
+    assert len(a) == 7  # probe map, two matrices, three ground-truth files, the manifest
     for name in a:
         assert a[name] != c[name], name
     raw = a[methylation_path("BRCA")]

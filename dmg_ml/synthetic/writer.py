@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import queue
 import threading
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -431,6 +432,10 @@ def _write_expression(out_dir: Path, layout: Layout, spec: SyntheticSpec, cohort
 
 
 
+#: The file a synthetic hub records its spec and seed in.
+MANIFEST = "synthetic_hub.json"
+
+
 def write_synthetic_hub(out_dir: str | os.PathLike[str], spec: SyntheticSpec = SMALL,
                         cohorts: Sequence[str] = DEFAULT_COHORTS, seed: int = 0) -> dict:
     """Write a synthetic Xena hub under ``out_dir`` and return counts per cohort.
@@ -457,7 +462,14 @@ def write_synthetic_hub(out_dir: str | os.PathLike[str], spec: SyntheticSpec = S
     }
     for cohort in cohorts:
         summary["cohorts"][cohort] = _write_cohort(out, layout, spec, cohort, seed)
+    (out / MANIFEST).write_text(json.dumps(hub_manifest(spec, seed), sort_keys=True))
     return summary
+
+
+def hub_manifest(spec: SyntheticSpec, seed: int) -> dict:
+    """What a hub was written from: more cohorts may be added only with the same spec and seed
+    (they share the probe map and the layout)."""
+    return {"seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
