@@ -3,7 +3,9 @@ chromosome, the report, and no Dagster DEBUG flood on the terminal."""
 
 import shutil
 
-from dmg_assets import run
+import pytest
+
+from dmg_assets import cli, run
 from dmg_assets.definitions import DATA_DIR, SOURCE_URL
 from dmg_ml.data.xena import PROBE_MAP_PATH, methylation_path
 from dmg_ml.synthetic.writer import write_synthetic_hub
@@ -33,6 +35,14 @@ def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are
     assert report.is_file() and f"Report: {report.resolve()}" in out
     assert " - DEBUG - " not in out and "STEP_START" not in out
     assert "below 0: worse than the training mean" in out
+    # the same work through the dmg command: a query and the report
+    assert cli.main(["query", "SELECT count(*) AS n FROM gene_metrics WHERE model = 'cnn'"]) == 0
+    assert capsys.readouterr().out.split() == ["n", "2"]
+    report.unlink()
+    assert cli.main(["report", "BRCA"]) == 0
+    assert report.is_file() and f"Report: {report.resolve()}" in capsys.readouterr().out
+    assert cli.main(["report", "KIRC"]) == 1
+    assert "KIRC has no evaluation results to report" in capsys.readouterr().err
 
 
 def _two_chromosomes(hub) -> list[str]:
@@ -68,3 +78,17 @@ def test_cohorts_are_added_only_to_a_synthetic_hub_of_the_default_spec(tmp_path)
     run.ensure_synthetic_hub(str(default), ["BRCA"])
     run.ensure_synthetic_hub(str(default), ["BRCA", "KIRC"])
     assert (default / methylation_path("KIRC")).exists()
+
+
+def test_dmg_help_names_every_subcommand_and_each_explains_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("run", "predict", "query", "report"))
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert "--experiments" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train"])
+    assert exit_.value.code == 2
