@@ -13,16 +13,25 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-run: setup
+# The project's own Dagster instance: no telemetry, and one training step at a time (the
+# torch_training pool; the driver sets it too, the UI's automation relies on it).
+$(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+run: setup $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m dmg_assets.run
 
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-dev: setup
-	mkdir -p $(DAGSTER_HOME)
+# The embedded synthetic hub the default source reads (make run writes it too).
+data/synthetic/synthetic_hub.json: | setup
+	$(BIN)/python -m dmg_ml.synthetic.writer data/synthetic
+
+dev: setup $(DAGSTER_HOME)/dagster.yaml data/synthetic/synthetic_hub.json
+	$(BIN)/dagster instance concurrency set torch_training 1
 	$(BIN)/dagster dev -w workspace.yaml
 
 benchmark-data: setup

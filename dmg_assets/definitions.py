@@ -7,7 +7,6 @@ from dagster import AssetSelection, Definitions, define_asset_job, load_assets_f
 
 from dmg_assets import data_layer, evaluation, experiments, prediction, report, training
 from dmg_assets.automation import automation_sensor
-from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
 from dmg_assets.sensors import build_watch_schedule, register_default_cohorts, watch_source
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
@@ -28,20 +27,17 @@ WATCH_SOURCE_CRON = "0 6 * * 1"
 data_layer_job = define_asset_job(
     "data_layer_job",
     selection=AssetSelection.groups(data_layer.GROUP),
-    partitions_def=cohort_partitions,
     description="Download one cohort and build its validated tables.",
 )
 training_job = define_asset_job(
     "training_job",
     selection=AssetSelection.assets(training.cnn_models),
-    partitions_def=cohort_chromosome_partitions,
     description="Cross-validate one CNN per gene of a (cohort, chromosome) partition.",
 )
 
 evaluation_job = define_asset_job(
     "evaluation_job",
     selection=AssetSelection.assets(evaluation.model_evaluation),
-    partitions_def=cohort_chromosome_partitions,
     description="Cross-validate the baseline models of a (cohort, chromosome) partition.",
 )
 

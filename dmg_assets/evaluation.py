@@ -20,7 +20,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     asset,
     multi_asset,
 )
@@ -29,7 +28,7 @@ from pydantic import Field, field_validator
 from dmg_assets.automation import RETRAIN_ON_NEW_DATA
 from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table
-from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
+from dmg_assets.partitions import by_cohort, cohort_chromosome_partitions, cohort_partitions
 from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.compare import paired_comparison
@@ -161,7 +160,7 @@ _COHORT_SUMMARY = {
     "group_name": GROUP,
     "kinds": {"duckdb"},
     "deps": [
-        AssetDep(name, partition_mapping=MultiToSingleDimensionPartitionMapping("cohort"))
+        AssetDep(name, partition_mapping=by_cohort)
         for name in ("model_gene_metrics", "cnn_gene_metrics")
     ],
 }

@@ -435,7 +435,6 @@ def _results(batch: str, tables: dict[str, pd.DataFrame], rows: dict[str, int],
 prediction_job = define_asset_job(
     "prediction_job",
     selection=AssetSelection.assets(prediction),
-    partitions_def=prediction_batches,
     description="Predict expression for one batch of new samples (a methylation file) with a "
     "training cohort's CNNs.",
 )

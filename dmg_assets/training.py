@@ -22,7 +22,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     asset,
     multi_asset,
 )
@@ -31,7 +30,7 @@ from pydantic import Field
 from dmg_assets.automation import RETRAIN_ON_NEW_DATA
 from dmg_assets.inputs import load_gene_inputs
 from dmg_assets.metadata import markdown_table, png_markdown
-from dmg_assets.partitions import cohort_chromosome_partitions, cohort_partitions
+from dmg_assets.partitions import by_cohort, cohort_chromosome_partitions, cohort_partitions
 from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.inputs import GeneInput
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
@@ -319,7 +318,7 @@ def _r2_summary(genes: pd.DataFrame) -> dict[str, float]:
     deps=[
         AssetDep(
             "cnn_gene_metrics",
-            partition_mapping=MultiToSingleDimensionPartitionMapping("cohort"),
+            partition_mapping=by_cohort,
         )
     ],
 )
