@@ -52,7 +52,18 @@ from dmg_resources.warehouse import Warehouse
 
 GROUP = "training"
 POOL = "torch_training"
-TABLES = ("cnn_fold_metrics", "cnn_gene_metrics", "cnn_predictions", "cnn_checkpoints")
+#: The four tables ``cnn_models`` commits together, as the UI describes them.
+DESCRIPTIONS = {
+    "cnn_fold_metrics": "The CNN's R² and r² per gene and outer fold, with epochs run and the "
+    "best epoch.",
+    "cnn_gene_metrics": "The CNN's R² (coefficient of determination; below 0: worse than the "
+    "training mean) and r² (squared Pearson) per gene, pooled over out-of-fold predictions and "
+    "as the mean over folds.",
+    "cnn_predictions": "Every sample's out-of-fold prediction by the CNN, with its fold.",
+    "cnn_checkpoints": "The registry of saved CNNs: one safetensors file per gene (its fold "
+    "models, scalers and probe order), its sha256, bytes, precision and honest R².",
+}
+TABLES = tuple(DESCRIPTIONS)
 
 
 #: The paper's training settings: the one home of their defaults is ``TrainConfig``.
@@ -217,9 +228,9 @@ def _save_checkpoints(
 @multi_asset(
     specs=[
         AssetSpec(name, deps=["gene_windows", "m_values", "expression", "samples"],
-                  group_name=GROUP, kinds={"pytorch", "duckdb"},
+                  group_name=GROUP, kinds={"pytorch", "duckdb"}, description=description,
                   automation_condition=RETRAIN_ON_NEW_DATA)
-        for name in TABLES
+        for name, description in DESCRIPTIONS.items()
     ],
     partitions_def=cohort_chromosome_partitions,
     pool=POOL,

@@ -58,3 +58,16 @@ def test_run_driver_options_take_their_defaults_and_choices_from_the_configs(cap
     assert "invalid choice: 'leaky' (choose from 'honest', 'published')" in capsys.readouterr().err
     help_text = parser.format_help()
     assert "Epochs at most per fold. (default 700)" in help_text
+
+
+def test_every_asset_and_check_says_what_it_is_in_its_own_words():
+    graph = defs.resolve_asset_graph()
+    descriptions = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, f"{key.to_user_string()} has no description"
+        descriptions[key.to_user_string()] = node.description
+    shared = {d for d in descriptions.values() if list(descriptions.values()).count(d) > 1}
+    assert not shared, f"assets share a description: {shared}"
+    for spec in defs.resolve_asset_graph().asset_check_keys:
+        assert graph.get_check_spec(spec).description, f"check {spec.name} has no description"
