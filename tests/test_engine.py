@@ -173,3 +173,9 @@ def test_metrics_are_both_r2_definitions():
     assert set(result.fold_metrics.columns) >= {"r2", "pearson_r2", "n_train", "n_test"}
     mean = engine.evaluate([_gene()], "mean")[0]
     assert mean.r2 < 0.05
+
+
+def test_workers_go_only_to_models_whose_fit_pays_for_them():
+    assert registry.parallel_params("rf", 2) == {"n_jobs": 2}
+    assert registry.parallel_params("cascade_forest", 2) == {"n_jobs": 2}
+    assert registry.parallel_params("enet", 2) == {} == registry.parallel_params("mean", 2)
