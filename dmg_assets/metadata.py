@@ -2,6 +2,7 @@
 
 import base64
 import io
+import time
 
 import pandas as pd
 
@@ -34,3 +35,22 @@ def png_markdown(figure, alt: str) -> str:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+class ProgressClock:
+    """When long per-gene work says how far it is: every ~10 % of the items or 30 s, and at the
+    last one. ``tick()`` counts an item and returns (done, elapsed s, ETA s) when it is time."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def tick(self) -> tuple[int, float, float] | None:
+        self.done += 1
+        now = time.monotonic()
+        step = max(1, self.total // 10)
+        if self.done % step and self.done != self.total and now - self.last < 30:
+            return None
+        self.last = now
+        elapsed = now - self.started
+        return self.done, elapsed, elapsed / self.done * (self.total - self.done)

@@ -22,7 +22,6 @@ too few probes with every model (none at all: the file's ids are not the models'
 """
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -45,7 +44,7 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
-from dmg_assets.metadata import markdown_table
+from dmg_assets.metadata import ProgressClock, markdown_table
 from dmg_assets.partitions import DEFAULT_COHORTS, prediction_batches
 from dmg_ml.data.genome import CHROMOSOMES
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
@@ -194,23 +193,16 @@ class _Progress:
     """Logs genes done, predicted and skipped, and the ETA every ~10% of the genes or 30 s."""
 
     def __init__(self, context: AssetExecutionContext, total: int) -> None:
-        self.context, self.total = context, total
-        self.done = self.predicted = 0
-        self.started = self.last = time.monotonic()
+        self.context, self.clock, self.predicted = context, ProgressClock(total), 0
 
     def __call__(self, result: GenePrediction | SkippedGene) -> None:
-        self.done += 1
         self.predicted += isinstance(result, GenePrediction)
-        now = time.monotonic()
-        step = max(1, self.total // 10)
-        if self.done % step and self.done != self.total and now - self.last < 30:
+        if (timing := self.clock.tick()) is None:
             return
-        self.last = now
-        elapsed = now - self.started
-        eta = elapsed / self.done * (self.total - self.done)
+        done, elapsed, eta = timing
         self.context.log.info(
-            f"genes {self.done}/{self.total} ({self.predicted} predicted, "
-            f"{self.done - self.predicted} skipped for coverage), elapsed {elapsed:.0f} s, "
+            f"genes {done}/{self.clock.total} ({self.predicted} predicted, "
+            f"{done - self.predicted} skipped for coverage), elapsed {elapsed:.0f} s, "
             f"ETA {eta:.0f} s"
         )
 

@@ -7,7 +7,6 @@ histogram in the UI.
 """
 
 import json
-import time
 from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from pydantic import Field
 
 from dmg_assets.automation import RETRAIN_ON_NEW_DATA
 from dmg_assets.inputs import load_gene_inputs
-from dmg_assets.metadata import markdown_table, png_markdown
+from dmg_assets.metadata import ProgressClock, markdown_table, png_markdown
 from dmg_assets.partitions import by_cohort, cohort_chromosome_partitions, cohort_partitions
 from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.inputs import GeneInput
@@ -138,21 +137,15 @@ class _Progress:
     """Logs genes done, running mean R² and ETA every ~10% of the genes or 30 s, not per epoch."""
 
     def __init__(self, context: AssetExecutionContext, total: int) -> None:
-        self.context, self.total, self.done, self.r2 = context, total, 0, []
-        self.started = self.last = time.monotonic()
+        self.context, self.clock, self.r2 = context, ProgressClock(total), []
 
     def __call__(self, result: GeneCVResult) -> None:
-        self.done += 1
         self.r2.append(result.r2)
-        now = time.monotonic()
-        step = max(1, self.total // 10)
-        if self.done % step and self.done != self.total and now - self.last < 30:
+        if (timing := self.clock.tick()) is None:
             return
-        self.last = now
-        elapsed = now - self.started
-        eta = elapsed / self.done * (self.total - self.done)
+        done, elapsed, eta = timing
         self.context.log.info(
-            f"genes {self.done}/{self.total}, running mean R² {np.mean(self.r2):.3f}, "
+            f"genes {done}/{self.clock.total}, running mean R² {np.mean(self.r2):.3f}, "
             f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
         )
 
