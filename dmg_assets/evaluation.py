@@ -63,7 +63,8 @@ class EvaluationConfig(Config):
     )
     seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
     n_jobs: int = Field(
-        default=0, description="Workers for models that take n_jobs (0: one per physical core)."
+        default=0, description="Workers for the forests (rf, cascade_forest); 0: one per "
+        "physical core."
     )
 
     @field_validator("models")

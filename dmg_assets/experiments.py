@@ -58,24 +58,30 @@ def _known_models(models: list[str]) -> list[str]:
     return models
 
 
-class _ExperimentConfig(Config):
+class _ModelsConfig(Config):
+    """What every experiment takes: the models, an optional gene list, the folds' seed, workers."""
+
     models: list[str] = Field(
         default=list(EXPERIMENT_MODELS),
         description="Registry models to cross-validate: " + ", ".join(MODELS) + ".",
     )
-    protocol: ProtocolName = Field(
-        default="honest", description="'honest' or the 'published' audit (the authors' folds)."
-    )
     genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
     seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
     n_jobs: int = Field(
-        default=0, description="Workers for models that take n_jobs (0: one per physical core)."
+        default=0, description="Workers for the forests (rf, cascade_forest); 0: one per "
+        "physical core."
     )
 
     @field_validator("models")
     @classmethod
     def _known(cls, models: list[str]) -> list[str]:
         return _known_models(models)
+
+
+class _ExperimentConfig(_ModelsConfig):
+    protocol: ProtocolName = Field(
+        default="honest", description="'honest' or the 'published' audit (the authors' folds)."
+    )
 
 
 class TissueConfig(_ExperimentConfig):
@@ -98,7 +104,7 @@ class WindowConfig(_ExperimentConfig):
     )
 
 
-class GeneralisationConfig(Config):
+class GeneralisationConfig(_ModelsConfig):
     targets: list[str] = Field(
         default_factory=list,
         description="Cohorts to predict (default: every other cohort the warehouse holds).",
@@ -109,16 +115,6 @@ class GeneralisationConfig(Config):
         "from cnn_models).",
     )
     window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
-    genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
-    seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
-    n_jobs: int = Field(
-        default=0, description="Workers for models that take n_jobs (0: one per physical core)."
-    )
-
-    @field_validator("models")
-    @classmethod
-    def _known(cls, models: list[str]) -> list[str]:
-        return _known_models(models)
 
 
 def _params(model: str, n_jobs: int, seed: int, device: TorchDevice) -> dict:

@@ -131,8 +131,28 @@ class GeneCheckpoint:
     run_id: str
 
 
+class CVScores:
+    """The per-fold means and the protocol's headline figure of a cross-validation result with
+    a ``fold_metrics`` frame (``r2``, ``pearson_r2`` per fold) and a ``headline_metric``."""
+
+    fold_metrics: pd.DataFrame
+    headline_metric: str
+
+    @property
+    def mean_fold_r2(self) -> float:
+        return float(self.fold_metrics["r2"].mean())
+
+    @property
+    def mean_fold_pearson_r2(self) -> float:
+        return float(self.fold_metrics["pearson_r2"].mean())
+
+    @property
+    def headline(self) -> float:
+        return float(getattr(self, self.headline_metric))
+
+
 @dataclass
-class GeneCVResult:
+class GeneCVResult(CVScores):
     """Cross-validated performance of one gene's CNN.
 
     ``r2`` and ``pearson_r2`` pool the out-of-fold predictions; ``mean_fold_r2`` and
@@ -154,20 +174,8 @@ class GeneCVResult:
     checkpoints: list[FoldCheckpoint] = field(repr=False)
 
     @property
-    def mean_fold_r2(self) -> float:
-        return float(self.fold_metrics["r2"].mean())
-
-    @property
-    def mean_fold_pearson_r2(self) -> float:
-        return float(self.fold_metrics["pearson_r2"].mean())
-
-    @property
     def headline_metric(self) -> str:
         return HEADLINE_METRIC[self.protocol]
-
-    @property
-    def headline(self) -> float:
-        return float(getattr(self, self.headline_metric))
 
     def gene_checkpoint(self, probe_ids: Sequence[str], config: str, run_id: str) -> GeneCheckpoint:
         """The saved form of this gene's fold models; ``probe_ids`` are the columns of ``X``."""

@@ -35,6 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from dmg_ml.data.inputs import GeneData
 from dmg_ml.evaluation.cv import (
     PROTOCOLS,
+    CVScores,
     FoldSplit,
     GeneCVResult,
     cross_validate,
@@ -74,7 +75,7 @@ def headline_metric(model: str, protocol: str) -> str:
 
 
 @dataclass
-class ModelCVResult:
+class ModelCVResult(CVScores):
     """Cross-validated performance of one model on one gene.
 
     ``r2`` and ``pearson_r2`` pool the out-of-fold predictions; ``mean_fold_r2`` and
@@ -93,20 +94,8 @@ class ModelCVResult:
     seconds: float
 
     @property
-    def mean_fold_r2(self) -> float:
-        return float(self.fold_metrics["r2"].mean())
-
-    @property
-    def mean_fold_pearson_r2(self) -> float:
-        return float(self.fold_metrics["pearson_r2"].mean())
-
-    @property
     def headline_metric(self) -> str:
         return headline_metric(self.model, self.protocol)
-
-    @property
-    def headline(self) -> float:
-        return float(getattr(self, self.headline_metric))
 
 
 def outer_splits(gene: GeneData, protocol: str, n_folds: int = 5, seed: int = 0) -> list[FoldSplit]:

@@ -58,8 +58,8 @@ def gene_metrics_frame(results: Sequence[ModelCVResult]) -> pd.DataFrame:
         "n_samples": pd.array([len(r.oof) for r in results], dtype="int64"),
         "r2": [r.r2 for r in results],
         "pearson_r2": [r.pearson_r2 for r in results],
-        "mean_fold_r2": [r.fold_metrics["r2"].mean() for r in results],
-        "mean_fold_pearson_r2": [r.fold_metrics["pearson_r2"].mean() for r in results],
+        "mean_fold_r2": [r.mean_fold_r2 for r in results],
+        "mean_fold_pearson_r2": [r.mean_fold_pearson_r2 for r in results],
         "seconds": [r.seconds for r in results],
     })
 
