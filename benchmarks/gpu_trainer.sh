@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# The trainer's GPU checks, run on a CUDA machine from the source tree with that machine's own
-# PyTorch (no install, no Dagster): reference loop vs fast trainer, per gene and with genes of
-# one window length stacked, then early stopping for the R² agreement. Logs go to $OUT (the
-# device tool's folder) or benchmarks/out/.
+# The trainer's GPU checks in one go, run on a CUDA machine from the source tree with that
+# machine's own PyTorch (no install, no Dagster). Stages in order of what matters most, each
+# under its own time limit so one that fails or overruns leaves the others' tables; logs go to
+# $OUT (the device tool's folder) or benchmarks/out/. STAGES picks stages (default: all).
 #   bash benchmarks/gpu_trainer.sh
+#   STAGES="speed cohort" bash benchmarks/gpu_trainer.sh
 set -u
 out=${OUT:-benchmarks/out}
 mkdir -p "$out"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
+  | tee "$out/gpu.txt"
+python3 -c "import torch, numpy, pandas, sklearn; print('torch', torch.__version__, 'cuda',
+torch.version.cuda, 'numpy', numpy.__version__, 'pandas', pandas.__version__, 'sklearn',
+sklearn.__version__)" 2>&1 | tee -a "$out/gpu.txt"
+python3 -c "import triton; print('triton', triton.__version__)" 2>&1 | tail -1 \
   | tee -a "$out/gpu.txt"
 
-speed() {
+stage() {
   local name=$1 limit=$2
   shift 2
-  echo "== $name: $*"
-  timeout "$limit" python3 benchmarks/trainer_speed.py --device cuda --samples 873 "$@" 2>&1 \
-    | tee "$out/$name.txt"
+  case " ${STAGES:-$name} " in *" $name "*) ;; *) return ;; esac
+  echo "== $name ($limit s): $*"
+  local start=$SECONDS
+  timeout "$limit" python3 benchmarks/gpu_trainer.py "$@" 2>&1 \
+    | grep -v "Warning: \|configure_threads()" | tee "$out/$name.txt"
+  echo "== $name took $((SECONDS - start)) s"
 }
 
-speed per_gene 150 --genes 6 --epochs 20 --verbose
-speed stacked 200 --genes 4 --copies 32 --epochs 50 --together --reference-genes 4
-speed early 200 --genes 4 --copies 8 --mode early --max-epochs 300 --patience 30 --together \
-  --reference-genes 4
+stage speed 90 speed --genes 24
+stage profile 35 profile --genes 24 --epochs 6 --rows 16
+stage variants 70 variants --genes 24 --epochs 8
+stage agree 80 agree --genes 4
+stage cohort 90 cohort --genes 700 --blocks 2 --block 10

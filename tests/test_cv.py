@@ -16,6 +16,7 @@ from dmg_ml.evaluation.cv import (
     published_splits,
     scale_features,
 )
+from dmg_ml.training.batched import task_bytes
 from dmg_ml.training.reference import TrainConfig, init_model
 
 FAST = TrainConfig(max_epochs=100, patience=30)
@@ -198,18 +199,16 @@ def test_genes_trained_together_match_genes_trained_alone(monkeypatch, protocol)
     together = cross_validate(data, protocol=protocol, config=config)
     for a, t in zip(alone, together, strict=True):
         assert t.gene == a.gene
-        pd.testing.assert_series_equal(
-            t.fold_metrics["epochs_run"], a.fold_metrics["epochs_run"]
-        )
+        pd.testing.assert_series_equal(t.fold_metrics["epochs_run"], a.fold_metrics["epochs_run"])
         assert t.r2 == pytest.approx(a.r2, abs=1e-3)
         assert t.pearson_r2 == pytest.approx(a.pearson_r2, abs=1e-3)
         np.testing.assert_allclose(t.oof["y_pred"], a.oof["y_pred"], atol=0.05)
 
 
-def test_gpu_batches_group_equal_lengths_within_the_memory_budget(monkeypatch) -> None:
-    data = [gene(f"G{i}", False, length=40, seed=i) for i in range(5)] + [gene("L", False, 60)]
-    per_gene = 5 * cv._task_bytes(len(data[0].y), 40, "adaptive")
+def test_gpu_batches_take_genes_in_length_order_within_the_memory_budget(monkeypatch) -> None:
+    data = [gene("L", False, 60)] + [gene(f"G{i}", False, length=40, seed=i) for i in range(5)]
+    per_gene = 5 * task_bytes(len(data[1].y), 40, "adaptive")
     free = int(2.5 * per_gene / 0.4)  # room for two genes of length 40 in 40 % of free memory
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     batches = cv._gene_batches(data, TrainConfig(), torch.device("cuda"), 5)
-    assert batches == [[0, 1], [2, 3], [4], [5]]
+    assert batches == [[1, 2], [3, 4], [5], [0]]

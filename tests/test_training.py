@@ -7,11 +7,16 @@ import pytest
 import torch
 
 from dmg_ml.training.batched import (
+    KERNELS,
     FitTask,
     ParamLayout,
     _BatchedAdam,
+    _Group,
+    _train_epoch,
     fit_batched,
     stacked_forward,
+    task_bytes,
+    task_groups,
     unfold_input,
 )
 from dmg_ml.training.reference import TrainConfig, fit_reference, init_model, predict, task_seed
@@ -105,8 +110,8 @@ def test_layout_round_trip_and_stacked_forward_match_the_module() -> None:
     assert all(torch.equal(state[k], v) for k, v in models[1].state_dict().items())
     x = torch.randn(3, 9, LENGTH)
     expected = torch.stack([m(x[i]) for i, m in enumerate(models)])
-    for looped in (False, True):
-        got = stacked_forward(layout, flat, unfold_input(x), looped)
+    for kernels in KERNELS:
+        got = stacked_forward(layout, flat, unfold_input(x), kernels)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -208,3 +213,68 @@ def test_without_restore_the_model_is_the_last_epochs(trainer: str) -> None:
     fixed = fit(TrainConfig(max_epochs=run, patience=run + 1, restore_best_weights=False))
     for name, value in _weights(fixed.model).items():
         torch.testing.assert_close(_weights(stopped.model)[name], value)
+
+
+PACKED = (30, 27, 23)  # widths (3, 1), (2, 1), (2, 1): channels and positions both padded
+
+
+def packed_tasks(seed: int = 0) -> list[FitTask]:
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for t, length in enumerate(PACKED):
+        x, y = make_data(rng, 50 + 7 * t, length)
+        xv, yv = make_data(rng, 20, length)
+        tasks.append(FitTask(x, y, xv, yv, seed=task_seed(seed, t)))
+    return tasks
+
+
+def test_shorter_windows_pack_into_a_longer_layout_and_compute_as_alone() -> None:
+    models = [init_model(length, "adaptive", s) for s, length in enumerate(PACKED)]
+    layout = ParamLayout(max(PACKED), "adaptive")
+    flat = torch.stack([layout.to_row(m.state_dict()) for m in models])
+    for row, model, length in zip(flat, models, PACKED, strict=True):
+        state = layout.to_state(row, length)
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    x = torch.zeros(len(PACKED), 9, max(PACKED))
+    for t, length in enumerate(PACKED):
+        x[t, :, :length] = torch.randn(9, length)
+    positions = (torch.arange(max(PACKED)) < torch.tensor(PACKED).unsqueeze(1)).float()
+    got = stacked_forward(
+        layout, flat, unfold_input(x), "matmul", positions.view(len(PACKED), 1, -1, 1)
+    )
+    expected = torch.stack([m(x[t, :, : PACKED[t]]) for t, m in enumerate(models)])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="matmul"):
+        stacked_forward(layout, flat, unfold_input(x), "grouped", positions)
+
+
+def test_packed_tasks_train_as_they_do_alone() -> None:
+    """The GPU's packing (tasks of nearby lengths zero-padded into one model), run on the CPU:
+    same epochs, same predictions to rounding, and the padding never learns anything."""
+    tasks = packed_tasks()
+    assert task_groups(tasks, "adaptive") == [[2], [1], [0]]
+    assert task_groups(tasks, "adaptive", length_slack=0.5) == [[2, 1, 0]]
+    config = TrainConfig(max_epochs=60, patience=6)
+    group = _Group(tasks, [0, 1, 2], config, torch.device("cpu"), check_every=1)
+    assert group.kernels == "matmul" and group.positions is not None
+    _train_epoch(group)
+    padding = group.flat.clone()
+    for t in range(len(tasks)):
+        padding[t] -= group.layout.to_row(group.layout.to_state(group.flat[t], PACKED[t]))
+    assert torch.count_nonzero(padding) == 0
+    packed = fit_batched(tasks, config, length_slack=0.5)
+    x_test = [make_data(np.random.default_rng(9), 30, length)[0] for length in PACKED]
+    for task, x, got in zip(tasks, x_test, packed, strict=True):
+        alone = fit_batched([task], config)[0]
+        assert (got.epochs_run, got.best_epoch) == (alone.epochs_run, alone.best_epoch)
+        assert got.model.input_size == task.X_train.shape[1]
+        np.testing.assert_allclose(predict(got.model, x), predict(alone.model, x), atol=1e-4)
+    assert len({r.epochs_run for r in packed}) > 1
+
+
+def test_task_groups_respect_the_task_and_memory_limits() -> None:
+    tasks = packed_tasks() + packed_tasks(1)
+    assert task_groups(tasks, "adaptive", 0.5, max_tasks=4) == [[2, 5, 1, 4], [0, 3]]
+    one = task_bytes(57, 30, "adaptive")
+    assert task_groups(tasks, "adaptive", 0.5, memory_budget=3 * one) == [[2, 5, 1], [4, 0, 3]]
+    assert task_groups(tasks, "adaptive", 0.5, memory_budget=1) == [[i] for i in (2, 5, 1, 4, 0, 3)]

@@ -60,8 +60,8 @@ from sklearn.preprocessing import StandardScaler
 
 from dmg_ml.data.inputs import GeneData
 from dmg_ml.evaluation.metrics import pearson_r2, r2
-from dmg_ml.models.cnn import AdaptiveRegressionCNN, channel_widths, parameter_count
-from dmg_ml.training.batched import FitTask, fit_batched
+from dmg_ml.models.cnn import AdaptiveRegressionCNN
+from dmg_ml.training.batched import FitTask, fit_batched, gpu_memory_budget, task_bytes
 from dmg_ml.training.reference import (
     TRAINERS,
     TrainConfig,
@@ -216,8 +216,10 @@ HALF_PRECISION_MAX_DELTA_R2 = 1e-3
 def half_precision(checkpoint: FoldCheckpoint) -> FoldCheckpoint:
     """``checkpoint`` with its floating-point weights rounded to float16 (the scaler stays
     float64): what a half-precision file holds."""
-    state = {name: t.to(torch.float16) if t.is_floating_point() else t
-             for name, t in checkpoint.state_dict.items()}
+    state = {
+        name: t.to(torch.float16) if t.is_floating_point() else t
+        for name, t in checkpoint.state_dict.items()
+    }
     return replace(checkpoint, state_dict=state)
 
 
@@ -426,26 +428,22 @@ def _gene_result(folds: list[_Fold], protocol: str, channels: str, seconds: floa
 def _gene_batches(
     genes: Sequence[GeneData], config: TrainConfig, device: torch.device, n_folds: int
 ) -> list[list[int]]:
-    """Genes trained together: one at a time on CPU; on CUDA, genes of equal window length up to
-    a memory budget (their folds become one stacked model)."""
+    """Genes trained together: one at a time on CPU; on CUDA, genes in order of window length,
+    as many as fit the memory budget (``fit_batched`` then stacks their folds, nearby lengths
+    packed into one model)."""
     if device.type != "cuda":
         return [[i] for i in range(len(genes))]
-    free, _ = torch.cuda.mem_get_info(device)
-    by_length: dict[int, list[int]] = {}
-    for i, gene in enumerate(genes):
-        by_length.setdefault(gene.X.shape[1], []).append(i)
-    batches = []
-    for length, ids in by_length.items():
-        per_gene = n_folds * _task_bytes(len(genes[ids[0]].y), length, config.channels)
-        size = max(1, int(0.4 * free // per_gene))
-        batches += [ids[i : i + size] for i in range(0, len(ids), size)]
+    budget = gpu_memory_budget(device)
+    batches: list[list[int]] = []
+    used = 0
+    for i in sorted(range(len(genes)), key=lambda i: (genes[i].X.shape[1], i)):
+        size = n_folds * task_bytes(len(genes[i].y), genes[i].X.shape[1], config.channels)
+        if not batches or used + size > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(i)
+        used += size
     return batches
-
-
-def _task_bytes(n_samples: int, length: int, channels: str) -> int:
-    """Rough peak memory of one task in training: activations kept for backward + weights."""
-    c1, c2 = channel_widths(length, channels)
-    return 4 * n_samples * length * 8 * (c1 + c2) + 24 * parameter_count(length, channels)
 
 
 def cross_validate(

@@ -21,6 +21,7 @@ Labelled deviations from the authors' module:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal, get_args
 
 import torch
@@ -43,16 +44,13 @@ def channel_widths(input_size: int, channels: str = "adaptive") -> tuple[int, in
     raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {channels!r}")
 
 
+@lru_cache(maxsize=4096)
 def parameter_count(input_size: int, channels: str = "adaptive") -> int:
-    """Number of trainable parameters, in closed form.
-
-    conv1 ``4·c1``; residual block(c) ``2·(3c² + c)``; conv2 ``3·c1·c2 + c2``;
-    fc1 ``512·c2·L + 512``; fc2 ``513``.
-    """
-    c1, c2 = channel_widths(input_size, channels)
-    conv = 4 * c1 + 2 * (3 * c1 * c1 + c1) + 3 * c1 * c2 + c2 + 2 * (3 * c2 * c2 + c2)
-    dense = HIDDEN_UNITS * c2 * input_size + HIDDEN_UNITS + HIDDEN_UNITS + 1
-    return conv + dense
+    """Number of trainable parameters, read off the module itself (built on the meta device, so
+    nothing is allocated): the network is defined once, in the classes below."""
+    with torch.device("meta"):
+        model = AdaptiveRegressionCNN(input_size, channels)
+    return sum(p.numel() for p in model.parameters())
 
 
 class ResidualBlock(nn.Module):

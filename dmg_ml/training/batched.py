@@ -53,16 +53,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE, channel_widths
+from dmg_ml.models.cnn import (
+    HIDDEN_UNITS,
+    NEGATIVE_SLOPE,
+    AdaptiveRegressionCNN,
+    channel_widths,
+    parameter_count,
+)
 from dmg_ml.training.reference import TrainConfig, TrainResult, init_model, model_from_state
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 LOOP_MIN_ACTIVATIONS = 300_000
+FC1 = "fc1.weight"
+#: How a stack of tasks runs (``stacked_forward``).
+Kernels = Literal["grouped", "looped", "matmul"]
+KERNELS: tuple[Kernels, ...] = get_args(Kernels)
 
 
 @dataclass
@@ -77,28 +89,33 @@ class FitTask:
     init_state: dict[str, torch.Tensor] | None = None
 
 
+@lru_cache(maxsize=1024)
+def _stored_shapes(input_size: int, channels: str) -> dict[str, tuple[int, ...]]:
+    """Each parameter's shape as stored in a row, read off the module (built on the meta device,
+    so the network is defined once): the module's own, except ``fc1.weight``, kept as
+    ``(512, L, c2)``, i.e. in the channels-last flatten order of its input."""
+    with torch.device("meta"):
+        model = AdaptiveRegressionCNN(input_size, channels)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    hidden, features = shapes[FC1]
+    shapes[FC1] = (hidden, input_size, features // input_size)
+    return shapes
+
+
 class ParamLayout:
-    """Where each parameter of one task sits in a row of the flat ``(T, P)`` buffer."""
+    """Where each parameter of one task sits in a row of the flat ``(T, P)`` buffer.
+
+    A layout is that of the model for ``input_size`` CpGs. A task with a shorter window (tasks
+    of nearby lengths packed into one group) sits in the leading corner of every parameter: its
+    channels first, its positions first. The rest of its row is zero and stays zero, because
+    padded positions are masked to zero after every convolution (``_forward_matmul``), so every
+    gradient reaching a padded weight is exactly zero and Adam leaves it where it is.
+    """
 
     def __init__(self, input_size: int, channels: str) -> None:
-        c1, c2 = channel_widths(input_size, channels)
-        self.input_size, self.channels, self.c1, self.c2 = input_size, channels, c1, c2
-        convs = {  # name: (out, in) channels, in the reference module's parameter order
-            "conv1": (c1, 1),
-            "res1.conv1": (c1, c1),
-            "res1.conv2": (c1, c1),
-            "conv2": (c2, c1),
-            "res2.conv1": (c2, c2),
-            "res2.conv2": (c2, c2),
-        }
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        for name, (c_out, c_in) in convs.items():
-            self.shapes[f"{name}.weight"] = (c_out, c_in, 3)
-            self.shapes[f"{name}.bias"] = (c_out,)
-        self.shapes["fc1.weight"] = (HIDDEN_UNITS, c2 * input_size)
-        self.shapes["fc1.bias"] = (HIDDEN_UNITS,)
-        self.shapes["fc2.weight"] = (1, HIDDEN_UNITS)
-        self.shapes["fc2.bias"] = (1,)
+        self.input_size, self.channels = input_size, channels
+        self.shapes = _stored_shapes(input_size, channels)
+        self.c1, self.c2 = self.shapes["conv1.bias"][0], self.shapes[FC1][2]
         self.names = list(self.shapes)
         self.sizes = [math.prod(s) for s in self.shapes.values()]
         self.size = sum(self.sizes)
@@ -108,23 +125,44 @@ class ParamLayout:
         return dict(zip(self.names, row.split(self.sizes, dim=-1), strict=True))
 
     def to_row(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Flatten a reference ``state_dict`` into one row (fc1 permuted to channels-last)."""
-        parts = []
-        for name in self.names:
+        """A reference ``state_dict`` (of a window up to ``input_size`` long) as one row."""
+        row = torch.zeros(self.size)
+        c2 = state["conv2.bias"].numel()
+        for name, target in self.views(row).items():
             value = state[name].detach().to("cpu", torch.float32)
-            if name == "fc1.weight":
-                value = value.view(HIDDEN_UNITS, self.c2, self.input_size).transpose(1, 2)
-            parts.append(value.reshape(-1))
-        return torch.cat(parts)
+            if name == FC1:
+                value = value.view(value.shape[0], c2, -1).transpose(1, 2)
+            target.view(self.shapes[name])[_corner(value.shape)] = value
+        return row
 
-    def to_state(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Inverse of ``to_row``: a reference ``state_dict`` (CPU tensors)."""
+    def to_state(self, row: torch.Tensor, input_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Inverse of ``to_row``: the ``state_dict`` (CPU tensors) of the model for
+        ``input_size`` CpGs (default: the layout's) held in ``row``."""
+        own = _stored_shapes(input_size or self.input_size, self.channels)
         state = {}
-        for name, part in zip(self.names, row.detach().cpu().split(self.sizes), strict=True):
-            if name == "fc1.weight":
-                part = part.view(HIDDEN_UNITS, self.input_size, self.c2).transpose(1, 2)
-            state[name] = part.reshape(self.shapes[name]).clone()
+        for name, part in self.views(row.detach().cpu()).items():
+            block = part.view(self.shapes[name])[_corner(own[name])]
+            if name == FC1:
+                block = block.transpose(1, 2).reshape(block.shape[0], -1)
+            state[name] = block.clone()
         return state
+
+
+def _corner(shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(0, n) for n in shape)
+
+
+def gpu_memory_budget(device: torch.device) -> int:
+    """Bytes of GPU memory one batch of tasks may plan for: 40 % of what is free (cuBLAS
+    workspaces, the allocator's fragmentation and the transient buffers of backward take the
+    rest)."""
+    return int(0.4 * torch.cuda.mem_get_info(device)[0])
+
+
+def task_bytes(n_samples: int, length: int, channels: str) -> int:
+    """Rough peak memory of one task in training: activations kept for backward + weights."""
+    c1, c2 = channel_widths(length, channels)
+    return 4 * n_samples * length * 8 * (c1 + c2) + 24 * parameter_count(length, channels)
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -204,33 +242,108 @@ def _forward_single(
     return F.linear(h, p["fc2.weight"].view(1, HIDDEN_UNITS), p["fc2.bias"]).squeeze(-1)
 
 
+def _conv_matmul(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """k=3, pad=1 convolution of every task's ``(N, L, C)`` activations as one batched matmul
+    on their ``(x[l-1], x[l], x[l+1])`` windows; ``w``/``b`` are ``(T, numel)`` rows."""
+    tasks, n, length, c_in = h.shape
+    c_out = b.shape[1]
+    windows = F.pad(h, (0, 0, 1, 1)).unfold(2, 3, 1).reshape(tasks, n * length, c_in * 3)
+    weight = w.view(tasks, c_out, c_in * 3).transpose(1, 2)
+    return torch.baddbmm(b.unsqueeze(1), windows, weight).view(tasks, n, length, c_out)
+
+
+def _forward_matmul(
+    layout: ParamLayout,
+    p: dict[str, torch.Tensor],
+    u: torch.Tensor,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """All tasks as batched matmuls over ``(T, N, L, C)`` activations (cuBLAS on a GPU, where
+    grouped convolutions are slow). ``positions`` ``(T, 1, L, 1)`` is 1 on each task's own
+    positions and 0 on the padding of shorter windows packed into the group (None: no padding);
+    every convolution's output is masked with it, so padding reads as the zeros a task's own
+    convolution pads with."""
+    tasks, n, length, _ = u.shape
+
+    def masked(h: torch.Tensor) -> torch.Tensor:
+        return h if positions is None else h.mul_(positions)
+
+    def conv(name: str, h: torch.Tensor) -> torch.Tensor:
+        return masked(_conv_matmul(h, p[f"{name}.weight"], p[f"{name}.bias"]))
+
+    w0 = p["conv1.weight"].view(tasks, layout.c1, 3).transpose(1, 2)
+    h = torch.baddbmm(p["conv1.bias"].unsqueeze(1), u.view(tasks, n * length, 3), w0)
+    h = _lrelu(masked(h.view(tasks, n, length, layout.c1)))
+    h = _trunk(conv, h).reshape(tasks, n, length * layout.c2)
+    w1 = p[FC1].view(tasks, HIDDEN_UNITS, -1).transpose(1, 2)
+    h = _lrelu(torch.baddbmm(p["fc1.bias"].unsqueeze(1), h, w1))
+    w2 = p["fc2.weight"].view(tasks, 1, HIDDEN_UNITS).transpose(1, 2)
+    return torch.baddbmm(p["fc2.bias"].view(tasks, 1, 1), h, w2).squeeze(-1)
+
+
+def _matmul_losses(
+    layout: ParamLayout,
+    flat: torch.Tensor,
+    u: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    positions: torch.Tensor | None,
+) -> torch.Tensor:
+    """Every task's weighted squared error ``(T,)`` under the matmul kernels."""
+    pred = _forward_matmul(layout, layout.views(flat), u, positions)
+    return ((pred.float() - y) ** 2 * weight).sum(dim=1)
+
+
+@lru_cache(maxsize=1)
+def _compiled_matmul_losses():
+    """``_matmul_losses`` through ``torch.compile`` (Inductor fuses the masks, activations,
+    residuals and window copies around the matmuls into few kernels); built on first use, and
+    compiled again for each new group shape."""
+    return torch.compile(_matmul_losses, dynamic=True)
+
+
 def stacked_forward(
-    layout: ParamLayout, flat: torch.Tensor, u: torch.Tensor, looped: bool = False
+    layout: ParamLayout,
+    flat: torch.Tensor,
+    u: torch.Tensor,
+    kernels: Kernels = "grouped",
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Predictions ``(T, N)`` of ``T`` stacked networks.
 
     ``flat`` holds one parameter row per task, in the dtype to compute in; ``u`` is the
-    ``unfold_input`` of the tasks' rows ``(T, N, L)``. ``looped`` runs the tasks one after the
-    other instead of as grouped kernels (same arithmetic, different speed).
+    ``unfold_input`` of the tasks' rows ``(T, N, L)``. ``kernels`` picks how the stack runs
+    (same arithmetic, different speed): ``grouped`` convolutions, tasks ``looped`` one by one,
+    or batched ``matmul``s, the only one that takes packed windows of unequal length
+    (``positions``, see ``_forward_matmul``).
     """
-    if not looped:
-        return _forward_grouped(layout, layout.views(flat), u)
+    p = layout.views(flat)
+    if kernels == "matmul":
+        return _forward_matmul(layout, p, u, positions)
+    if positions is not None:
+        raise ValueError("windows of unequal length are packed only for matmul kernels")
+    if kernels == "grouped":
+        return _forward_grouped(layout, p, u)
     return torch.stack(
         [_forward_single(layout, layout.views(row), u[t]) for t, row in enumerate(flat)]
     )
 
 
 class _StackedData:
-    """Zero-padded ``(T, N_max, L)`` arrays of one split, with per-row loss weights ``1/n_t``."""
+    """Zero-padded ``(T, N_max, L)`` arrays of one split, with per-row loss weights ``1/n_t``;
+    windows shorter than ``length`` are zero-padded on the right."""
 
-    def __init__(self, xs: list[np.ndarray], ys: list[np.ndarray], device: torch.device) -> None:
+    def __init__(
+        self, xs: list[np.ndarray], ys: list[np.ndarray], length: int, device: torch.device
+    ) -> None:
         self.counts = np.array([len(y) for y in ys])
-        n_max, length = int(self.counts.max()), xs[0].shape[1]
+        n_max = int(self.counts.max())
         x = np.zeros((len(xs), n_max, length), dtype=np.float32)
         y = np.zeros((len(xs), n_max), dtype=np.float32)
         weight = np.zeros((len(xs), n_max), dtype=np.float32)
         for t, (xt, yt) in enumerate(zip(xs, ys, strict=True)):
-            x[t, : len(yt)], y[t, : len(yt)], weight[t, : len(yt)] = xt, yt, 1.0 / len(yt)
+            x[t, : len(yt), : xt.shape[1]] = xt
+            y[t, : len(yt)], weight[t, : len(yt)] = yt, 1.0 / len(yt)
         self.x = torch.from_numpy(x).to(device)
         self.y = torch.from_numpy(y).to(device)
         self.weight = torch.from_numpy(weight).to(device)
@@ -363,10 +476,11 @@ class _EarlyStopping:
 
 
 class _Group:
-    """The live state of one batch of tasks with the same input length.
+    """The live state of one batch of tasks trained as one stacked model.
 
     ``flat`` (fp32 master weights), ``grad`` and the Adam state are ``(T, P)`` buffers updated in
     place; ``compute`` is ``flat`` itself in fp32, or its bfloat16 copy refreshed when stale.
+    Windows shorter than the longest are packed with ``positions`` masks (matmul kernels only).
     """
 
     def __init__(
@@ -376,20 +490,34 @@ class _Group:
         config: TrainConfig,
         device: torch.device,
         check_every: int,
-        looped: bool | None = None,
+        kernels: Kernels | None = None,
+        compiled: bool = False,
     ) -> None:
-        self.layout = ParamLayout(tasks[0].X_train.shape[1], config.channels)
+        self.lengths = np.array([t.X_train.shape[1] for t in tasks])
+        length = int(self.lengths.max())
+        self.layout = ParamLayout(length, config.channels)
         self.config, self.check_every, self.ids = config, check_every, list(ids)
         self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
         self.flat = torch.stack([self._initial_row(task) for task in tasks]).to(device)
         self.grad = torch.zeros_like(self.flat)
         self.compute = self.flat if self.dtype == torch.float32 else self.flat.to(self.dtype)
-        self.train = _StackedData([t.X_train for t in tasks], [t.y_train for t in tasks], device)
-        self.valid = _StackedData([t.X_valid for t in tasks], [t.y_valid for t in tasks], device)
+        self.train = _StackedData(
+            [t.X_train for t in tasks], [t.y_train for t in tasks], length, device
+        )
+        self.valid = _StackedData(
+            [t.X_valid for t in tasks], [t.y_valid for t in tasks], length, device
+        )
         self.generators = [torch.Generator().manual_seed(t.seed) for t in tasks]
         self.adam = _BatchedAdam(self.flat, config.lr)
         self.stopping = _EarlyStopping(self.flat, config.patience)
-        self.looped = _loop_tasks(self.layout, int(self.train.counts.max()), device, looped)
+        self.positions = None
+        if (self.lengths < length).any():
+            own = torch.arange(length) < torch.as_tensor(self.lengths).unsqueeze(1)
+            self.positions = own.to(device, self.dtype).view(len(tasks), 1, length, 1)
+        self.kernels = _choose_kernels(
+            self.layout, int(self.train.counts.max()), device, kernels, self.positions is not None
+        )
+        self.matmul_losses = _compiled_matmul_losses() if compiled else _matmul_losses
 
     def _initial_row(self, task: FitTask) -> torch.Tensor:
         state = task.init_state
@@ -399,8 +527,12 @@ class _Group:
         return self.layout.to_row(state)
 
     def running(self) -> torch.Tensor | None:
-        """Device mask of tasks not stopped, or None when the host knows they all run."""
-        return None if self.check_every == 1 else self.stopping.active
+        """Device mask of the tasks still running, or None where stopped tasks may go on
+        updating: when the host removes them at once (``check_every`` 1) or when their result is
+        the best epoch's weights, saved apart (the update then stays one fused Adam kernel)."""
+        if self.check_every == 1 or self.config.restore_best_weights:
+            return None
+        return self.stopping.active
 
     def refresh(self) -> None:
         """Bring the compute copy of the weights up to date after an update."""
@@ -409,7 +541,12 @@ class _Group:
 
     def gradient(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> None:
         """Gradient of every task's weighted squared error, written into ``grad``."""
-        if not self.looped:
+        if self.kernels == "matmul":
+            leaf = self.compute.detach().requires_grad_(True)
+            loss = self.matmul_losses(self.layout, leaf, u, y, weight, self.positions).sum()
+            self.grad.copy_(torch.autograd.grad(loss, leaf)[0])
+            return
+        if self.kernels == "grouped":
             leaves = _leaves(self.layout, self.compute)
             pred = _forward_grouped(self.layout, leaves, u)
             loss = ((pred.float() - y) ** 2 * weight).sum()
@@ -423,7 +560,9 @@ class _Group:
 
     def losses(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Per-task weighted squared error ``(T,)``, without gradients."""
-        if self.looped:
+        if self.kernels == "matmul":
+            return self.matmul_losses(self.layout, self.compute, u, y, weight, self.positions)
+        if self.kernels == "looped":
             rows = [self.layout.views(row) for row in self.compute]
             pred = torch.stack([_forward_single(self.layout, p, u[t]) for t, p in enumerate(rows)])
         else:
@@ -433,9 +572,12 @@ class _Group:
     def select(self, keep: torch.Tensor) -> None:
         kept = keep.cpu().numpy()
         self.ids = [self.ids[i] for i in kept]
+        self.lengths = self.lengths[kept]
         self.generators = [self.generators[i] for i in kept]
         self.flat, self.grad = self.flat[keep], self.grad[keep]
         self.compute = self.flat if self.dtype == torch.float32 else self.flat.to(self.dtype)
+        if self.positions is not None:
+            self.positions = self.positions[keep]
         for part in (self.train, self.valid, self.adam, self.stopping):
             part.select(keep)
 
@@ -450,11 +592,20 @@ def _store(grads: Sequence[torch.Tensor], out: torch.Tensor, dim: int, layout: P
         target.copy_(g)
 
 
-def _loop_tasks(layout: ParamLayout, n: int, device: torch.device, looped: bool | None) -> bool:
-    """Run tasks one by one when each is big enough to keep the CPU busy on its own."""
-    if looped is not None:
-        return looped
-    return device.type == "cpu" and n * layout.input_size * layout.c1 >= LOOP_MIN_ACTIVATIONS
+def _choose_kernels(
+    layout: ParamLayout, n: int, device: torch.device, kernels: Kernels | None, packed: bool
+) -> Kernels:
+    """Batched matmuls on a GPU and for packed windows; on CPU, oneDNN's grouped convolutions,
+    or tasks one by one once each is big enough to keep the CPU busy on its own."""
+    if kernels is not None:
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+        if packed and kernels != "matmul":
+            raise ValueError("windows of unequal length are packed only for matmul kernels")
+        return kernels
+    if packed or device.type != "cpu":
+        return "matmul"
+    return "looped" if n * layout.input_size * layout.c1 >= LOOP_MIN_ACTIVATIONS else "grouped"
 
 
 def _masked_weight(group: _Group, weight: torch.Tensor) -> torch.Tensor:
@@ -507,8 +658,8 @@ def _collect(group: _Group, done: torch.Tensor, out: dict[int, TrainResult]) -> 
     stopping, layout = group.stopping, group.layout
     weights = stopping.best if group.config.restore_best_weights else group.flat
     for i in done.cpu().tolist():
-        state = layout.to_state(weights[i])
-        model = model_from_state(state, layout.input_size, layout.channels)
+        length = int(group.lengths[i])
+        model = model_from_state(layout.to_state(weights[i], length), length, layout.channels)
         out[group.ids[i]] = TrainResult(
             model.eval(),
             epochs_run=int(stopping.epochs_run[i]),
@@ -543,26 +694,63 @@ def fit_batched(
     device: str | torch.device = "cpu",
     max_tasks: int | None = None,
     check_every: int | None = None,
-    looped: bool | None = None,
+    kernels: Kernels | None = None,
+    length_slack: float | None = None,
+    memory_budget: int | None = None,
+    compiled: bool = False,
 ) -> list[TrainResult]:
     """Train every task and return one ``TrainResult`` per task, in order.
 
-    Tasks with the same input length are trained together, at most ``max_tasks`` at a time
-    (default: all of them). ``check_every`` is how often (in epochs) the host looks at early
-    stopping (default 1 on CPU, 10 on CUDA). ``looped`` forces (True) or forbids (False) running
-    the tasks one by one; the default decides by size. Neither changes the results beyond
-    floating-point rounding.
+    Tasks are trained in groups, each one stacked model. A group holds tasks whose window
+    lengths are within ``length_slack`` of its shortest (default 0 on CPU: equal lengths only;
+    10 % on CUDA, where shorter windows are zero-padded and masked, so a cohort's thousands of
+    distinct lengths fill the GPU), at most ``max_tasks`` of them and at most ``memory_budget``
+    bytes by ``task_bytes`` (default: 40 % of the free memory on CUDA, unbounded on CPU).
+    ``check_every`` is how often (in epochs) the host looks at early stopping (default 1 on CPU,
+    10 on CUDA); ``kernels`` forces a way to run the stack (default: by device and size, see
+    ``_choose_kernels``); ``compiled`` runs the matmul kernels through ``torch.compile``. None
+    of these changes the results beyond floating-point rounding.
     """
     device = torch.device(device)
-    check_every = check_every or (1 if device.type == "cpu" else 10)
-    by_length: dict[int, list[int]] = {}
-    for i, task in enumerate(tasks):
-        by_length.setdefault(task.X_train.shape[1], []).append(i)
+    cuda = device.type == "cuda"
+    check_every = check_every or (10 if cuda else 1)
+    slack = (0.1 if cuda else 0.0) if length_slack is None else length_slack
+    if memory_budget is None and cuda:
+        memory_budget = gpu_memory_budget(device)
     out: dict[int, TrainResult] = {}
-    for ids in by_length.values():
-        size = max_tasks or len(ids)
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            chosen = [tasks[i] for i in chunk]
-            _run_group(_Group(chosen, chunk, config, device, check_every, looped), out)
+    for chunk in task_groups(tasks, config.channels, slack, max_tasks, memory_budget):
+        chosen = [tasks[i] for i in chunk]
+        group = _Group(chosen, chunk, config, device, check_every, kernels, compiled)
+        _run_group(group, out)
     return [out[i] for i in range(len(tasks))]
+
+
+def task_groups(
+    tasks: Sequence[FitTask],
+    channels: str,
+    length_slack: float = 0.0,
+    max_tasks: int | None = None,
+    memory_budget: int | None = None,
+) -> list[list[int]]:
+    """Indices of the tasks trained together: by window length, each group's longest at most
+    ``1 + length_slack`` times its shortest, split to ``max_tasks`` tasks and ``memory_budget``
+    bytes (``task_bytes`` at the group's longest window; a task alone may exceed it)."""
+    order = sorted(range(len(tasks)), key=lambda i: (tasks[i].X_train.shape[1], i))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    shortest = 0
+    for i in order:
+        length = tasks[i].X_train.shape[1]
+        n = len(tasks[i].y_train)
+        size = task_bytes(n, length, channels)
+        full = (max_tasks is not None and len(current) >= max_tasks) or (
+            memory_budget is not None and (len(current) + 1) * size > memory_budget
+        )
+        if not current or length > shortest * (1 + length_slack) or full:
+            if current:
+                groups.append(current)
+            current, shortest = [], length
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
