@@ -244,17 +244,17 @@ def _self_device_us(event) -> float:
     return 0.0
 
 
-def cat_windows_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def cat_windows_conv(
+    h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, chunks: int
+) -> torch.Tensor:
     """The matmul convolution with its windows built by one ``cat`` of three shifted slices
     (k-major, coalesced) instead of ``unfold`` (channel-major)."""
-    tasks, n, length, c_in = h.shape
+    tasks, _, length, c_in = h.shape
     c_out = b.shape[1]
     padded = torch.nn.functional.pad(h, (0, 0, 1, 1))
     windows = torch.cat([padded[:, :, k : k + length] for k in range(3)], dim=-1)
     weight = w.view(tasks, c_out, c_in, 3).transpose(2, 3).reshape(tasks, c_out, 3 * c_in)
-    out = torch.baddbmm(b.unsqueeze(1), windows.view(tasks, n * length, 3 * c_in),
-                        weight.transpose(1, 2))  # fmt: skip
-    return out.view(tasks, n, length, c_out)
+    return batched._chunked_matmul(windows, weight.transpose(1, 2), b, chunks)
 
 
 def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
@@ -266,12 +266,13 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
     print("| variant | ms/task-epoch | first run (compiles) s |")
     print("|---|---|---|")
     unfold = batched._conv_matmul
-    for label, kernels, conv, compiled in (
-        ("matmul, unfold windows (default)", "matmul", unfold, False),
-        ("matmul, cat windows", "matmul", cat_windows_conv, False),
-        ("grouped convolutions (cuDNN; the old CUDA path)", "grouped", unfold, False),
-        ("matmul, unfold, torch.compile", "matmul", unfold, True),
-    ):
+    variants = {
+        "matmul, unfold windows (default)": ("matmul", unfold, False),
+        "matmul, unfold, torch.compile": ("matmul", unfold, True),
+        "matmul, cat windows": ("matmul", cat_windows_conv, False),
+        "grouped convolutions (cuDNN; the old CUDA path)": ("grouped", unfold, False),
+    }
+    for label, (kernels, conv, compiled) in variants.items():
         batched._conv_matmul = conv
         try:
             run = fast_run(tasks, args.precision, device, kernels=kernels, compiled=compiled)

@@ -28,8 +28,8 @@ stage() {
   echo "== $name took $((SECONDS - start)) s"
 }
 
-stage speed 90 speed --genes 24
-stage profile 35 profile --genes 24 --epochs 6 --rows 16
-stage variants 70 variants --genes 24 --epochs 8
-stage agree 80 agree --genes 4
-stage cohort 90 cohort --genes 700 --blocks 2 --block 10
+stage speed 100 speed --genes 24
+stage cohort 120 cohort --genes 700 --blocks 2 --block 10
+stage profile 60 profile --genes 8 --epochs 4 --rows 16
+stage agree 75 agree --genes 4
+stage variants 60 variants --genes 24 --epochs 8

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dmg_ml.training import batched
 from dmg_ml.training.batched import (
     KERNELS,
     FitTask,
@@ -230,7 +231,9 @@ def packed_tasks(seed: int = 0) -> list[FitTask]:
 
 def test_shorter_windows_pack_into_a_longer_layout_and_compute_as_alone() -> None:
     models = [init_model(length, "adaptive", s) for s, length in enumerate(PACKED)]
-    layout = ParamLayout(max(PACKED), "adaptive")
+    layout = ParamLayout(max(PACKED), "adaptive", align=8)
+    assert (layout.c1, layout.c2) == (8, 8)
+    assert all(size % 8 == 0 for size in layout.sizes) and layout.size % 8 == 0
     flat = torch.stack([layout.to_row(m.state_dict()) for m in models])
     for row, model, length in zip(flat, models, PACKED, strict=True):
         state = layout.to_state(row, length)
@@ -248,9 +251,12 @@ def test_shorter_windows_pack_into_a_longer_layout_and_compute_as_alone() -> Non
         stacked_forward(layout, flat, unfold_input(x), "grouped", positions)
 
 
-def test_packed_tasks_train_as_they_do_alone() -> None:
-    """The GPU's packing (tasks of nearby lengths zero-padded into one model), run on the CPU:
-    same epochs, same predictions to rounding, and the padding never learns anything."""
+def test_packed_tasks_train_as_they_do_alone(monkeypatch) -> None:
+    """The GPU's packing (tasks of nearby lengths zero-padded into one model, channels rounded
+    up to 8, samples cut into chunks for the matmuls), run on the CPU: same epochs, same
+    predictions to rounding, and the padding never learns anything."""
+    monkeypatch.setattr(batched, "CHUNK_ROWS", 256)
+    assert batched._sample_chunks(64, 30) == 4
     tasks = packed_tasks()
     assert task_groups(tasks, "adaptive") == [[2], [1], [0]]
     assert task_groups(tasks, "adaptive", length_slack=0.5) == [[2, 1, 0]]

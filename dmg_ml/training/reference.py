@@ -105,9 +105,11 @@ def init_model(
 def model_from_state(
     state: dict[str, torch.Tensor], input_size: int, channels: str
 ) -> AdaptiveRegressionCNN:
-    """A model holding ``state`` (its throw-away initialisation leaves the global RNG alone)."""
-    model = init_model(input_size, channels, 0)
-    model.load_state_dict(state)
+    """A model holding a copy of ``state``, built without initialising weights only to overwrite
+    them (a per-task cost on the host that a GPU would wait for)."""
+    with torch.device("meta"):
+        model = AdaptiveRegressionCNN(input_size, channels)
+    model.to_empty(device="cpu").load_state_dict(state)
     return model
 
 
