@@ -2,8 +2,10 @@
 
 Real checkpoint files are written through ``CheckpointStore`` for genes at the quantiles of the
 1 Mb window's CpG counts (the synthetic full-size 450K cohort's windows, ``window_lengths(FULL)``,
-or ``--lengths``), in four layouts: five fold models (what ``cnn_models`` writes today) or one
-model (a final model per gene, as prediction needs), each in fp32 or fp16 (``half_precision``).
+or ``--lengths``), in the layouts ``cnn_models`` writes (``checkpoint_models``): five fold models
+and the final model (the default), the final model alone, or the five folds alone, each in fp32
+or fp16 (``half_precision``; ``checkpoint_precision: auto`` picks fp16 per gene where it moves the
+out-of-fold R² by less than 1e-3). ``store_min_r2`` scales a total by the share of genes kept.
 The file size is linear in the parameter count, so each layout's bytes are fitted as
 ``a + b·L + c·params(L)`` on the measured files and the fit is summed over every gene's L to
 project the registry of a full cohort (``--genes``, 14,000 by default, spread as the windows
@@ -32,31 +34,33 @@ from dmg_ml.training.reference import init_model  # noqa: E402
 from dmg_resources.checkpoints import CheckpointStore  # noqa: E402
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-LAYOUTS = {  # name: (models per gene, half precision)
-    "5 folds fp32": (5, False),
-    "5 folds fp16": (5, True),
-    "1 model fp32": (1, False),
-    "1 model fp16": (1, True),
+LAYOUTS = {  # name: (fold models, final model, half precision)
+    "folds_and_final fp32": (5, True, False),
+    "folds_and_final fp16": (5, True, True),
+    "folds fp32": (5, False, False),
+    "final fp32": (0, True, False),
+    "final fp16": (0, True, True),
 }
 
 
-def checkpoint(length: int, n_models: int, half: bool) -> GeneCheckpoint:
+def checkpoint(length: int, n_folds: int, final: bool, half: bool) -> GeneCheckpoint:
     state = init_model(length, "adaptive", 0).state_dict()
-    folds = []
-    for fold in range(n_models):
+    models = []
+    for fold in range(n_folds + final):
         entry = FoldCheckpoint(fold, state, np.zeros(length), np.ones(length), length, "adaptive")
-        folds.append(half_precision(entry) if half else entry)
+        models.append(half_precision(entry) if half else entry)
     probes = [f"cg{i:08d}" for i in range(length)]
     config = json.dumps({"window_bp": DEFAULT_WINDOW_BP, "max_epochs": 700, "patience": 90})
-    return GeneCheckpoint("GENE1", "honest", probes, folds, config, "0" * 36)
+    return GeneCheckpoint("GENE1", "honest", probes, models[:n_folds], config, "0" * 36,
+                          models[n_folds] if final else None)
 
 
 def measure(lengths: list[int], root: Path) -> dict[str, dict[int, int]]:
     store = CheckpointStore(root=str(root))
     sizes: dict[str, dict[int, int]] = {name: {} for name in LAYOUTS}
-    for name, (n_models, half) in LAYOUTS.items():
+    for name, (n_folds, final, half) in LAYOUTS.items():
         for length in lengths:
-            key, _ = store.save(checkpoint(length, n_models, half), name.replace(" ", "_"),
+            key, _ = store.save(checkpoint(length, n_folds, final, half), name.replace(" ", "_"),
                                 length)
             sizes[name][length] = store.resolve(key).stat().st_size
     return sizes

@@ -35,6 +35,7 @@ from dmg_ml.data.inputs import GeneInput
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
 from dmg_ml.evaluation.cv import (
     HALF_PRECISION_MAX_DELTA_R2,
+    GeneCheckpoint,
     GeneCVResult,
     ProtocolName,
     cross_validate,
@@ -59,8 +60,9 @@ DESCRIPTIONS = {
     "training mean) and r² (squared Pearson) per gene, pooled over out-of-fold predictions and "
     "as the mean over folds.",
     "cnn_predictions": "Every sample's out-of-fold prediction by the CNN, with its fold.",
-    "cnn_checkpoints": "The registry of saved CNNs: one safetensors file per gene (its fold "
-    "models, scalers and probe order), its sha256, bytes, precision and honest R².",
+    "cnn_checkpoints": "The registry of saved CNNs: one safetensors file per gene (its final "
+    "model trained on every sample and/or its fold models, with scalers and probe order), its "
+    "sha256, bytes, precision and honest R².",
 }
 TABLES = tuple(DESCRIPTIONS)
 
@@ -102,6 +104,20 @@ class TrainingConfig(Config):
         description="Weights in the checkpoint files: 'auto' stores a gene in half precision "
         "when that moves its out-of-fold R² by less than 1e-3 (half the bytes), else fp32.",
     )
+    checkpoint_models: Literal["folds", "folds_and_final", "final"] = Field(
+        default="folds",
+        description="Models saved per gene: its five fold models (the default), those and a "
+        "final model trained on every sample (early stopping on a patient-grouped 20 %; +20 % "
+        "training), or the final model alone, a fifth of the folds' disk: the choice for whole "
+        "cohorts (docs/design.md §11). Prediction averages what is saved and reports its range; "
+        "the generalisation experiment uses the folds. The published audit saves its folds.",
+    )
+    store_min_r2: float | None = Field(
+        default=None,
+        description="Save no model for a gene whose honest out-of-fold R² is below this (its "
+        "metrics and predictions stay): models that explain nothing need no disk. Unset: every "
+        "gene.",
+    )
     restore_best_weights: bool = Field(
         default=True,
         description="Restore the best epoch's weights after early stopping (the paper). False "
@@ -116,6 +132,15 @@ class TrainingConfig(Config):
             batch_size=self.batch_size or None, seed=self.seed, channels=self.channels,
             precision=precision, restore_best_weights=self.restore_best_weights,
         )
+
+    @property
+    def final_model(self) -> bool:
+        """Whether a final model is trained (the honest protocol, a layout that keeps it)."""
+        if self.protocol == "published" and self.checkpoint_models == "final":
+            raise ValueError(
+                "the published audit trains no final model: set checkpoint_models to 'folds'"
+            )
+        return self.protocol == "honest" and self.checkpoint_models != "folds"
 
     @property
     def variant(self) -> dict[str, str]:
@@ -185,16 +210,26 @@ def _tables(
 
 def _save_checkpoints(
     store: CheckpointStore, partition: dict[str, str], results: list[GeneCVResult],
-    inputs: dict[str, GeneInput], config_json: str, run_id: str, precision: str,
+    inputs: dict[str, GeneInput], config: TrainingConfig, config_json: str, run_id: str,
 ) -> list[dict]:
+    """Save each gene's models as ``config`` asks (which models, which precision, which genes)
+    and return its registry rows."""
     rows = []
+    precision = config.checkpoint_precision
     for result in results:
+        if config.store_min_r2 is not None and result.r2 < config.store_min_r2:
+            continue
         gene = inputs[result.gene]
-        checkpoint = result.gene_checkpoint(gene.probe_ids, config_json, run_id)
+        checkpoint = _kept_models(
+            result.gene_checkpoint(gene.probe_ids, config_json, run_id), config.checkpoint_models
+        )
         delta = half_precision_delta_r2(result, gene.data) if precision == "auto" else None
         half = precision == "fp16" or (delta is not None and delta < HALF_PRECISION_MAX_DELTA_R2)
         if half:
-            checkpoint = replace(checkpoint, folds=[half_precision(f) for f in checkpoint.folds])
+            checkpoint = replace(
+                checkpoint, folds=[half_precision(f) for f in checkpoint.folds],
+                final=checkpoint.final and half_precision(checkpoint.final),
+            )
         key, digest = store.save(
             checkpoint, partition["cohort"], partition["protocol"], f"w{partition['window_bp']}",
             run_id, result.gene,
@@ -205,7 +240,8 @@ def _save_checkpoints(
                 "path": key,
                 "sha256": digest,
                 "n_cpgs": result.n_cpgs,
-                "n_folds": len(result.checkpoints),
+                "n_folds": len(checkpoint.folds),
+                "final_model": checkpoint.final is not None,
                 "config": config_json,
                 "r2": result.r2,
                 "pearson_r2": result.pearson_r2,
@@ -259,12 +295,12 @@ def cnn_models(
     results = cross_validate(
         [i.data for i in inputs], protocol=config.protocol,
         config=train_config, trainer=config.trainer, device=torch_device,
-        on_gene_done=_Progress(context, len(inputs)),
+        on_gene_done=_Progress(context, len(inputs)), final_model=config.final_model,
     )
     config_json = json.dumps({**config.model_dump(), "precision": precision}, sort_keys=True)
     registry = _save_checkpoints(
-        checkpoints, partition, results, {i.data.gene: i for i in inputs},
-        config_json, context.run_id, config.checkpoint_precision,
+        checkpoints, partition, results, {i.data.gene: i for i in inputs}, config, config_json,
+        context.run_id,
     )
     tables = _tables(results, context.run_id, config.trainer, registry, config.variant)
     key = [*config.variant, "gene"] if config.genes else [*config.variant]
@@ -280,6 +316,16 @@ def cnn_models(
         if name == "cnn_gene_metrics":
             metadata |= _r2_summary(frame)
         yield MaterializeResult(asset_key=name, metadata=metadata)
+
+
+def _kept_models(checkpoint: GeneCheckpoint, layout: str) -> GeneCheckpoint:
+    """The models of ``checkpoint`` that ``layout`` (``checkpoint_models``) keeps; the folds
+    where no final model was trained (the published audit)."""
+    if layout == "final" and checkpoint.final is not None:
+        return replace(checkpoint, folds=[])
+    if layout == "folds":
+        return replace(checkpoint, final=None)
+    return checkpoint
 
 
 def _registered_keys(warehouse: Warehouse, partition: dict[str, str]) -> set[str]:

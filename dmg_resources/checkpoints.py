@@ -1,11 +1,13 @@
 """Per-gene checkpoint files: safetensors (never pickle), written atomically, verified on load.
 
-A gene's file, ``<root>/<parts...>/<gene>.safetensors``, holds every fold's weights and scaler as
-tensors (``fold.<k>.state.<name>``, ``fold.<k>.scaler_mean``, ``fold.<k>.scaler_scale``) and the
-rest as the header's string metadata: ``format``, ``gene``, ``protocol``, ``run_id``, ``config``
-(JSON), ``probe_ids`` and ``folds`` (JSON lists; a fold is ``{fold, input_size, channels}``) and
-``content_sha256``, a digest of all of those and of every tensor's name, dtype, shape and bytes, so
-a changed byte is refused even without the registry's sha256 of the whole file.
+A gene's file, ``<root>/<parts...>/<gene>.safetensors``, holds every stored fold's weights and
+scaler as tensors (``fold.<k>.state.<name>``, ``fold.<k>.scaler_mean``, ``fold.<k>.scaler_scale``),
+the final model's the same way under ``final.``, and the rest as the header's string metadata:
+``format``, ``gene``, ``protocol``, ``run_id``, ``config`` (JSON), ``probe_ids`` and ``folds``
+(JSON lists; a fold is ``{fold, input_size, channels}``), ``final`` (JSON ``{fold, input_size,
+channels}``, only when the file holds a final model) and ``content_sha256``, a digest of all of
+those and of every tensor's name, dtype, shape and bytes, so a changed byte is refused even
+without the registry's sha256 of the whole file.
 
 The registry stores the key (the path relative to ``root``), so a copied data directory reads its
 own files.
@@ -31,6 +33,7 @@ from dmg_ml.evaluation.cv import FoldCheckpoint, GeneCheckpoint
 FORMAT = "dmg.gene_checkpoint/1"
 SUFFIX = ".safetensors"
 _DIGEST = "content_sha256"
+FINAL_PREFIX = "final."
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
@@ -59,8 +62,10 @@ class CheckpointStore(ConfigurableResource):
         """The file of a registry key; a key that is absolute or climbs out of ``root`` is
         refused."""
         steps = str(key).split("/")
-        if PurePosixPath(key).is_absolute() or "\\" in key or any(
-            step in ("", ".", "..") for step in steps
+        if (
+            PurePosixPath(key).is_absolute()
+            or "\\" in key
+            or any(step in ("", ".", "..") for step in steps)
         ):
             raise CheckpointError(
                 f"checkpoint key {key!r} is not a plain path relative to the store root "
@@ -108,19 +113,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def _encode(checkpoint: GeneCheckpoint) -> bytes:
+    if not checkpoint.models:
+        raise ValueError(f"{checkpoint.gene}: a checkpoint needs a fold model or a final model")
     tensors: dict[str, torch.Tensor] = {}
     folds = []
     for fold in checkpoint.folds:
         if any(entry["fold"] == fold.fold for entry in folds):
             raise ValueError(f"{checkpoint.gene}: fold {fold.fold} appears twice")
-        prefix = f"fold.{fold.fold}."
-        for name, tensor in fold.state_dict.items():
-            tensors[f"{prefix}state.{name}"] = tensor.detach().to("cpu", copy=True).contiguous()
-        tensors[f"{prefix}scaler_mean"] = _float64_tensor(fold.scaler_mean)
-        tensors[f"{prefix}scaler_scale"] = _float64_tensor(fold.scaler_scale)
-        folds.append(
-            {"fold": int(fold.fold), "input_size": int(fold.input_size), "channels": fold.channels}
-        )
+        folds.append(_put_model(tensors, f"fold.{fold.fold}.", fold))
     metadata = {
         "format": FORMAT,
         "gene": checkpoint.gene,
@@ -130,8 +130,20 @@ def _encode(checkpoint: GeneCheckpoint) -> bytes:
         "probe_ids": json.dumps([str(p) for p in checkpoint.probe_ids]),
         "folds": json.dumps(folds),
     }
+    if checkpoint.final is not None:
+        metadata["final"] = json.dumps(_put_model(tensors, FINAL_PREFIX, checkpoint.final))
     metadata[_DIGEST] = _content_sha256(tensors, metadata)
     return save_tensors(tensors, metadata)
+
+
+def _put_model(tensors: dict[str, torch.Tensor], prefix: str, model: FoldCheckpoint) -> dict:
+    """Add one model's weights and scaler under ``prefix``; returns its metadata entry."""
+    for name, tensor in model.state_dict.items():
+        tensors[f"{prefix}state.{name}"] = tensor.detach().to("cpu", copy=True).contiguous()
+    tensors[f"{prefix}scaler_mean"] = _float64_tensor(model.scaler_mean)
+    tensors[f"{prefix}scaler_scale"] = _float64_tensor(model.scaler_scale)
+    return {"fold": int(model.fold), "input_size": int(model.input_size),
+            "channels": model.channels}  # fmt: skip
 
 
 def _float64_tensor(values: np.ndarray) -> torch.Tensor:
@@ -183,14 +195,19 @@ def _gene_checkpoint(tensors: dict[str, torch.Tensor], metadata: dict[str, str])
         gene=metadata["gene"],
         protocol=metadata["protocol"],
         probe_ids=[str(p) for p in json.loads(metadata["probe_ids"])],
-        folds=[_fold(tensors, entry) for entry in json.loads(metadata["folds"])],
+        folds=[
+            _model(tensors, f"fold.{entry['fold']}.", entry)
+            for entry in json.loads(metadata["folds"])
+        ],
         config=metadata["config"],
         run_id=metadata["run_id"],
+        final=_model(tensors, FINAL_PREFIX, json.loads(metadata["final"]))
+        if "final" in metadata
+        else None,
     )
 
 
-def _fold(tensors: dict[str, torch.Tensor], entry: dict) -> FoldCheckpoint:
-    prefix = f"fold.{entry['fold']}."
+def _model(tensors: dict[str, torch.Tensor], prefix: str, entry: dict) -> FoldCheckpoint:
     state = {
         name.removeprefix(f"{prefix}state."): tensor
         for name, tensor in tensors.items()

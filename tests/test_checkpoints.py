@@ -230,3 +230,29 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_staging(
     path = Path(store.root) / key
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     assert store.load(key, digest).gene == "TP53"
+
+
+@pytest.mark.parametrize("kept_folds", [3, 0])
+def test_a_final_model_round_trips_beside_the_folds_or_alone(store, checkpoint, kept_folds) -> None:
+    final = _fold(7)
+    saved = GeneCheckpoint(**{**checkpoint.__dict__, "folds": checkpoint.folds[:kept_folds],
+                              "final": final})  # fmt: skip
+    key, digest = store.save(saved, *PARTS)
+    loaded = store.load(key, digest)
+    assert [f.fold for f in loaded.folds] == list(range(kept_folds))
+    assert loaded.final is not None and loaded.final.fold == 7
+    assert [m.fold for m in loaded.models] == [*range(kept_folds), 7]
+    X = np.random.default_rng(3).normal(size=(5, LENGTH)).astype(np.float32)
+    np.testing.assert_array_equal(
+        load_fold_model(loaded.final).predict(X), load_fold_model(final).predict(X)
+    )
+    sizes = {k: (Path(store.root) / store.save(c, "size", k)[0]).stat().st_size
+             for k, c in (("folds", checkpoint), ("final", saved))}  # fmt: skip
+    assert (sizes["final"] < sizes["folds"]) == (kept_folds == 0)
+
+
+def test_a_checkpoint_without_any_model_is_refused(store, checkpoint) -> None:
+    empty = GeneCheckpoint(**{**checkpoint.__dict__, "folds": []})
+    with pytest.raises(ValueError, match="fold model or a final model"):
+        store.save(empty, *PARTS)
+    assert not (Path(store.root) / KEY).exists()

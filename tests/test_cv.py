@@ -212,3 +212,20 @@ def test_gpu_batches_take_genes_in_length_order_within_the_memory_budget(monkeyp
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     batches = cv._gene_batches(data, TrainConfig(), torch.device("cuda"), 5)
     assert batches == [[1, 2], [3, 4], [5], [0]]
+
+
+def test_a_final_model_trains_on_every_sample_beside_unchanged_folds() -> None:
+    data = gene("A", True, seed=21)
+    config = TrainConfig(max_epochs=30, patience=5)
+    (plain,) = cross_validate([data], config=config)
+    (with_final,) = cross_validate([data], config=config, final_model=True)
+    assert plain.final is None and with_final.final is not None
+    pd.testing.assert_frame_equal(with_final.fold_metrics, plain.fold_metrics, atol=1e-4)
+    split = cv.final_split(data.patients, 5)
+    assert len(split.test) == 0 and len(split.scaler_rows) == len(data.y)
+    assert not set(data.patients[split.train]) & set(data.patients[split.valid])
+    np.testing.assert_allclose(with_final.final.scaler_mean, data.X.mean(axis=0), rtol=1e-5)
+    checkpoint = with_final.gene_checkpoint([f"cg{i}" for i in range(data.X.shape[1])], "{}", "r")
+    assert [m.fold for m in checkpoint.models] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="honest"):
+        cross_validate([data], protocol="published", config=config, final_model=True)

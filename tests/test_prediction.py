@@ -1,10 +1,12 @@
 """Prediction for new samples (dmg_ml.prediction): a round trip through files, and bad input.
 
-One simulated gene (30 CpGs, expression linear in two of them) is cross-validated on 100
-samples; its saved fold models predict the 20 held-back samples from β and M-value files.
+One simulated gene (30 CpGs, expression linear in two of them) is cross-validated on 200
+samples, with a final model trained on all 200; its saved models predict the 20 held-back
+samples from β and M-value files.
 """
 
 import gzip
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +29,13 @@ from dmg_ml.prediction import (
 )
 from dmg_ml.training.reference import TrainConfig
 
-N_SAMPLES, N_TRAIN, N_CPGS = 120, 100, 30
+N_SAMPLES, N_TRAIN, N_CPGS = 220, 200, 30
 DRIVERS = (3, 17)
 PROBES = [f"cg{i:08d}" for i in range(N_CPGS)]
 SAMPLES = [f"TCGA-AA-{i:04d}-01A" for i in range(N_SAMPLES)]
 HELD = SAMPLES[N_TRAIN:]
-#: The held-back samples' predictions correlate at r ≈ 0.93 with their truth (seed 0).
+#: The held-back samples' predictions correlate with their truth at r ≈ 0.97 (the fold models'
+#: mean) and 0.90 (the final model alone), seed 0.
 MIN_R = 0.85
 
 
@@ -44,10 +47,18 @@ def gene(one_thread):
     y = -1.0 * X[:, DRIVERS[0]] + 0.6 * X[:, DRIVERS[1]] + 0.2 * rng.normal(size=N_SAMPLES)
     train = GeneData("G", X[:N_TRAIN], y[:N_TRAIN], np.array([s[:12] for s in SAMPLES[:N_TRAIN]]),
                      np.array(SAMPLES[:N_TRAIN]))
-    (result,) = cross_validate([train], config=TrainConfig(max_epochs=300, patience=30))
-    checkpoint = result.gene_checkpoint(PROBES, "{}", "run-1")
+    (result,) = cross_validate(
+        [train], config=TrainConfig(max_epochs=300, patience=30), final_model=True
+    )
+    with_final = result.gene_checkpoint(PROBES, "{}", "run-1")
     held = pd.DataFrame(X[N_TRAIN:].T, index=PROBES, columns=HELD)  # probes × samples
-    return checkpoint, held, pd.Series(y[N_TRAIN:], index=HELD)
+    return replace(with_final, final=None), held, pd.Series(y[N_TRAIN:], index=HELD), with_final
+
+
+@pytest.fixture(scope="module")
+def final(gene):
+    """The same gene's checkpoint with its final model (trained on all 100 samples) too."""
+    return gene[3]
 
 
 def write_matrix(path: Path, values: pd.DataFrame, first: str = "sample") -> Path:
@@ -71,7 +82,7 @@ def correlation(prediction: GenePrediction, truth: pd.Series) -> float:
 
 
 def test_round_trip_from_a_xena_beta_matrix(gene, tmp_path):
-    checkpoint, held, truth = gene
+    checkpoint, held, truth, _ = gene
     path = write_matrix(tmp_path / "HumanMethylation450.gz", pd.DataFrame(
         m_to_beta(held.to_numpy()), index=held.index, columns=held.columns))
     data = read_methylation(path)
@@ -82,7 +93,7 @@ def test_round_trip_from_a_xena_beta_matrix(gene, tmp_path):
 
     result = predict_gene(checkpoint, data)
     assert isinstance(result, GenePrediction)
-    assert result.samples == HELD and result.n_folds == 5
+    assert result.samples == HELD and result.n_models == 5
     assert correlation(result, truth) > MIN_R
     assert (result.coverage == 1.0).all() and (result.n_missing_probes == 0).all()
     assert (result.lower <= result.prediction).all() and (result.prediction <= result.upper).all()
@@ -90,7 +101,7 @@ def test_round_trip_from_a_xena_beta_matrix(gene, tmp_path):
 
 
 def test_round_trip_from_an_m_value_csv_agrees_with_the_beta_file(gene, tmp_path):
-    checkpoint, held, truth = gene
+    checkpoint, held, truth, _ = gene
     data = read_methylation(write_matrix(tmp_path / "lab.csv", held, first=""))
     assert (data.scale, data.scale_detected, data.n_clamped) == ("m_value", True, 0)
     from_m = predict_gene(checkpoint, data)
@@ -101,17 +112,36 @@ def test_round_trip_from_an_m_value_csv_agrees_with_the_beta_file(gene, tmp_path
 
 
 def test_interval_is_the_range_of_the_fold_models(gene):
-    checkpoint, held, _ = gene
+    checkpoint, held, _, _ = gene
     result = predict_gene(checkpoint, held)
     folds = np.array([load_fold_model(f).predict(held.T.to_numpy()) for f in checkpoint.folds])
-    np.testing.assert_allclose(result.fold_predictions, folds, rtol=1e-6)
+    np.testing.assert_allclose(result.model_predictions, folds, rtol=1e-6)
     np.testing.assert_allclose(result.prediction, folds.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(result.lower, folds.min(axis=0), rtol=1e-6)
     np.testing.assert_allclose(result.upper, folds.max(axis=0), rtol=1e-6)
 
 
+def test_every_stored_model_predicts_and_a_final_model_alone_suffices(gene, final):
+    _, held, truth, _ = gene
+    X = held.T.to_numpy()
+    result = predict_gene(final, held)
+    assert result.n_models == 6
+    models = np.array([load_fold_model(m).predict(X) for m in final.models])
+    np.testing.assert_allclose(result.model_predictions, models, rtol=1e-6)
+    np.testing.assert_allclose(result.prediction, models.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(result.lower, models.min(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(result.upper, models.max(axis=0), rtol=1e-6)
+    assert correlation(result, truth) > MIN_R
+
+    alone = predict_gene(replace(final, folds=[]), held)  # a registry that keeps the final only
+    assert alone.n_models == 1
+    np.testing.assert_allclose(alone.prediction, models[-1], rtol=1e-6)
+    np.testing.assert_array_equal(alone.lower, alone.upper)
+    assert correlation(alone, truth) > MIN_R
+
+
 def test_a_missing_probe_takes_each_folds_training_mean_and_is_counted(gene, tmp_path):
-    checkpoint, held, truth = gene
+    checkpoint, held, truth, _ = gene
     dropped = PROBES[10]
     assert 10 not in DRIVERS
     data = read_methylation(write_matrix(tmp_path / "lab.tsv", held.drop(index=dropped)))
@@ -127,7 +157,7 @@ def test_a_missing_probe_takes_each_folds_training_mean_and_is_counted(gene, tmp
         model, X = load_fold_model(fold), held.T.to_numpy().copy()
         X[:, 10] = model.mean[10]
         expected.append(model.predict(X))
-    np.testing.assert_allclose(result.fold_predictions, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.model_predictions, expected, rtol=1e-5, atol=1e-6)
 
     predictions, skipped = predict_genes([("G", checkpoint)], data)
     assert list(predictions.columns) == PREDICTION_COLUMNS and skipped.empty
@@ -136,7 +166,7 @@ def test_a_missing_probe_takes_each_folds_training_mean_and_is_counted(gene, tmp
 
 
 def test_a_gene_below_the_coverage_threshold_is_skipped_and_listed(gene):
-    checkpoint, held, _ = gene
+    checkpoint, held, _, _ = gene
     result = predict_gene(checkpoint, held.iloc[:10])  # 10 of 30 probes
     assert isinstance(result, SkippedGene)
     assert result.coverage == pytest.approx(1 / 3) and result.n_missing_probes == 20
@@ -155,7 +185,7 @@ def test_a_gene_below_the_coverage_threshold_is_skipped_and_listed(gene):
 
 
 def test_a_sample_missing_most_of_a_genes_probes_is_left_out_and_named(gene, tmp_path):
-    checkpoint, held, _ = gene
+    checkpoint, held, _, _ = gene
     held = held.copy()
     held.iloc[:20, 0] = np.nan  # first sample: 10 of 30 probes
     held.iloc[5, 1] = np.nan  # second sample: one cell missing
@@ -169,7 +199,7 @@ def test_a_sample_missing_most_of_a_genes_probes_is_left_out_and_named(gene, tmp
 
 
 def test_epic_v2_ids_are_stripped_of_their_suffix_and_replicates_averaged(gene, tmp_path):
-    checkpoint, held, _ = gene
+    checkpoint, held, _, _ = gene
     beta = pd.DataFrame(m_to_beta(held.to_numpy()), index=held.index, columns=held.columns)
     epic = beta.rename(index=lambda p: f"{p}_TC21")
     replicate = beta.iloc[[4]].rename(index=lambda p: f"{p}_TC12")
@@ -259,6 +289,6 @@ def test_a_gzipped_csv_is_read_and_a_missing_file_refused(tmp_path):
 
 
 def test_the_same_gene_twice_is_refused(gene):
-    checkpoint, held, _ = gene
+    checkpoint, held, _, _ = gene
     with pytest.raises(ValueError, match="more than one checkpoint"):
         predict_genes([("G", checkpoint), ("G", checkpoint)], held)

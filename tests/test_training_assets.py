@@ -258,3 +258,36 @@ def test_a_window_never_built_fails_with_the_reason_instead_of_training_nothing(
     with pytest.raises(Exception, match="holds W in .*, not 5,000: add it to the windows"):
         _train(built_copy, "chr1", window_bp=5_000)
     assert not (built_copy / "warehouse" / "cnn_gene_metrics").exists()
+
+
+def test_a_final_only_registry_keeps_one_model_per_useful_gene(trained, tmp_path):
+    """The layout for whole cohorts: the final model alone (a sixth of the bytes of the five
+    folds and a final model, a fifth of the default five folds) and no file for genes below
+    ``store_min_r2``; their metrics stay."""
+    registry = _resources(trained)["warehouse"].query(
+        "SELECT * FROM cnn_checkpoints WHERE chromosome = 'chr1' ORDER BY gene")
+    assert (registry["n_folds"] == 5).all() and not registry["final_model"].any()
+    data_dir = tmp_path / "data"
+    shutil.copytree(trained, data_dir)
+    fp32 = {"window_bp": 100_000, "checkpoint_precision": "fp32"}
+    _train(data_dir, "chr1", checkpoint_models="folds_and_final", **fp32)
+    both = _resources(data_dir)["warehouse"].query(
+        "SELECT gene, bytes FROM cnn_checkpoints WHERE chromosome = 'chr1'").set_index("gene")
+    genes = _resources(data_dir)["warehouse"].query(
+        "SELECT gene, r2 FROM cnn_gene_metrics WHERE chromosome = 'chr1'").set_index("gene")
+    threshold = float(genes["r2"].median())
+    _train(data_dir, "chr1", checkpoint_models="final", store_min_r2=threshold, **fp32)
+    warehouse, store = _resources(data_dir)["warehouse"], _resources(data_dir)["checkpoints"]
+    final = warehouse.query("SELECT * FROM cnn_checkpoints WHERE chromosome = 'chr1'")
+    kept = warehouse.query("SELECT gene, r2 FROM cnn_gene_metrics WHERE chromosome = 'chr1'")
+    assert len(kept) == len(genes)  # every gene keeps its metrics
+    assert set(final["gene"]) == set(kept.loc[kept["r2"] >= threshold, "gene"])
+    assert 0 < len(final) < len(kept)
+    assert (final["n_folds"] == 0).all() and final["final_model"].all()
+    for entry in final.itertuples():
+        loaded = store.load(entry.path, entry.sha256)
+        assert loaded.folds == [] and loaded.final is not None
+    ratio = final.set_index("gene")["bytes"] / both["bytes"]
+    assert ratio.dropna().between(1 / 6 - 0.02, 1 / 6 + 0.02).all(), ratio
+    with pytest.raises(Exception, match="published audit trains no final model"):
+        _train(data_dir, "chr1", protocol="published", checkpoint_models="final", **fp32)

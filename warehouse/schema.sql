@@ -58,13 +58,17 @@ SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, sample, f
        y_pred, run_id
 FROM read_parquet('{root}/cnn_predictions/**/*.parquet', hive_partitioning = true);
 
--- cnn_checkpoints: the registry: one file per gene holding its fold models, probe order, config;
+-- cnn_checkpoints: the registry: one file per gene holding its final model (final_model; trained
+-- on every sample, what prediction uses) and/or n_folds fold models, probe order, config;
 -- weights_dtype fp16 where half precision moved the gene's out-of-fold R² by less than 1e-3
--- (half_precision_delta_r2), bytes the file's size.
+-- (half_precision_delta_r2), bytes the file's size. Rows written before final models existed
+-- read final_model NULL (union_by_name).
 CREATE OR REPLACE VIEW cnn_checkpoints AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, path, sha256, n_cpgs,
-       n_folds, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2, bytes, run_id
-FROM read_parquet('{root}/cnn_checkpoints/**/*.parquet', hive_partitioning = true);
+       n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
+       bytes, run_id
+FROM read_parquet('{root}/cnn_checkpoints/**/*.parquet', hive_partitioning = true,
+                  union_by_name = true);
 
 -- cnn_cohort_summary: one row per cohort, protocol, window, tissue and weights.
 CREATE OR REPLACE VIEW cnn_cohort_summary AS

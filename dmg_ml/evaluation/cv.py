@@ -120,8 +120,10 @@ class FoldCheckpoint:
 
 @dataclass
 class GeneCheckpoint:
-    """A gene's saved models: one ``FoldCheckpoint`` per outer fold and the probe (column) order
-    their inputs take. ``config`` is the run configuration as JSON."""
+    """A gene's saved models: a ``FoldCheckpoint`` per outer fold kept (none, where only the
+    final model is stored), the ``final`` model trained on every sample (None where it was not
+    trained or not kept) and the probe (column) order their inputs take. ``config`` is the run
+    configuration as JSON."""
 
     gene: str
     protocol: str
@@ -129,6 +131,12 @@ class GeneCheckpoint:
     folds: list[FoldCheckpoint]
     config: str
     run_id: str
+    final: FoldCheckpoint | None = None
+
+    @property
+    def models(self) -> list[FoldCheckpoint]:
+        """Every stored model: the folds', then the final one."""
+        return [*self.folds, *([self.final] if self.final is not None else [])]
 
 
 class CVScores:
@@ -172,15 +180,17 @@ class GeneCVResult(CVScores):
     n_cpgs: int
     seconds: float
     checkpoints: list[FoldCheckpoint] = field(repr=False)
+    final: FoldCheckpoint | None = field(default=None, repr=False)
 
     @property
     def headline_metric(self) -> str:
         return HEADLINE_METRIC[self.protocol]
 
     def gene_checkpoint(self, probe_ids: Sequence[str], config: str, run_id: str) -> GeneCheckpoint:
-        """The saved form of this gene's fold models; ``probe_ids`` are the columns of ``X``."""
+        """The saved form of this gene's models; ``probe_ids`` are the columns of ``X``."""
         return GeneCheckpoint(
-            self.gene, self.protocol, [str(p) for p in probe_ids], self.checkpoints, config, run_id
+            self.gene, self.protocol, [str(p) for p in probe_ids], self.checkpoints, config, run_id,
+            self.final,
         )
 
 
@@ -258,6 +268,20 @@ def honest_splits(patients: np.ndarray, n_folds: int = 5, seed: int = 0) -> list
         train, valid = np.sort(fit_rows[train_pos]), np.sort(fit_rows[valid_pos])
         splits.append(FoldSplit(fold, train, valid, np.sort(test), np.sort(fit_rows)))
     return splits
+
+
+def final_split(patients: np.ndarray, key: int, seed: int = 0) -> FoldSplit:
+    """The split of a gene's final model, trained on every sample: a patient-grouped 20 % for
+    early stopping, the rest to train on, the scaler fitted on all; nothing is held out to score
+    (the outer folds score the method). ``key`` numbers it after the outer folds (``n_folds``),
+    for its seeds."""
+    patients = np.asarray(patients).astype(str)
+    rows = np.arange(len(patients))
+    inner = GroupShuffleSplit(
+        n_splits=1, test_size=INNER_VALID_FRACTION, random_state=_split_seed(seed, key)
+    )
+    train, valid = next(inner.split(rows, groups=patients))
+    return FoldSplit(key, np.sort(train), np.sort(valid), np.array([], dtype=int), rows)
 
 
 def published_row_order(n_samples: int) -> np.ndarray:
@@ -355,6 +379,8 @@ class _Fold:
 def _train_honest(
     folds: list[list[_Fold]], config: TrainConfig, trainer: str, device: str | torch.device
 ) -> None:
+    """Every fold of every gene (and each gene's final model, when prepared) as one batch of
+    tasks, fold ``k`` seeded with ``task_seed(seed, k)``."""
     flat = [fold for gene_folds in folds for fold in gene_folds]
     tasks = [f.task(task_seed(config.seed, f.split.fold)) for f in flat]
     for fold, result in zip(flat, train_tasks(tasks, config, trainer, device), strict=True):
@@ -381,7 +407,9 @@ def _train_published(
             gene_folds[k].result = result
 
 
-def _gene_result(folds: list[_Fold], protocol: str, channels: str, seconds: float) -> GeneCVResult:
+def _gene_result(
+    folds: list[_Fold], protocol: str, channels: str, seconds: float, final: _Fold | None = None
+) -> GeneCVResult:
     gene = folds[0].gene
     metrics, oof = [], []
     for f in folds:
@@ -422,6 +450,7 @@ def _gene_result(folds: list[_Fold], protocol: str, channels: str, seconds: floa
         n_cpgs=gene.X.shape[1],
         seconds=seconds,
         checkpoints=[f.checkpoint(channels) for f in folds],
+        final=None if final is None else final.checkpoint(channels),
     )
 
 
@@ -454,40 +483,61 @@ def cross_validate(
     device: str | torch.device = "cpu",
     n_folds: int = 5,
     on_gene_done: Callable[[GeneCVResult], None] | None = None,
+    final_model: bool = False,
 ) -> list[GeneCVResult]:
     """Cross-validate the CNN of every gene; ``on_gene_done`` is called as each gene finishes.
 
-    The published audit trains in fp32 whatever ``config.precision`` is (``protocol_config``).
+    ``final_model`` also trains each gene's final model on every sample (``final_split``; honest
+    protocol only), in the same batch as its folds: the model to predict new samples with
+    (``GeneCVResult.final``); the folds' scores are its estimate. The published audit trains in
+    fp32 whatever ``config.precision`` is (``protocol_config``).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if trainer not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {trainer!r}")
+    if final_model and protocol != "honest":
+        raise ValueError("final models are trained under the honest protocol only")
     config = protocol_config(protocol, config or TrainConfig())
     device = torch.device(device)
     split_cache: dict[bytes, list[FoldSplit]] = {}
     results: list[GeneCVResult | None] = [None] * len(genes)
-    for batch in _gene_batches(genes, config, device, n_folds):
+    models = n_folds + int(final_model)
+    for batch in _gene_batches(genes, config, device, models):
         start = time.perf_counter()
-        folds = [_prepare(genes[i], protocol, n_folds, config.seed, split_cache) for i in batch]
+        folds = [
+            _prepare(genes[i], protocol, n_folds, config.seed, split_cache, final_model)
+            for i in batch
+        ]
         train = _train_honest if protocol == "honest" else _train_published
         train(folds, config, trainer, device)
         seconds = (time.perf_counter() - start) / len(batch)
         for i, gene_folds in zip(batch, folds, strict=True):
-            results[i] = _gene_result(gene_folds, protocol, config.channels, seconds)
+            final = gene_folds[n_folds] if final_model else None
+            results[i] = _gene_result(
+                gene_folds[:n_folds], protocol, config.channels, seconds, final
+            )
             if on_gene_done is not None:
                 on_gene_done(results[i])
     return results
 
 
 def _prepare(
-    gene: GeneData, protocol: str, n_folds: int, seed: int, cache: dict[bytes, list[FoldSplit]]
+    gene: GeneData,
+    protocol: str,
+    n_folds: int,
+    seed: int,
+    cache: dict[bytes, list[FoldSplit]],
+    final_model: bool = False,
 ) -> list[_Fold]:
-    parts = [protocol, str(n_folds), str(seed), *gene.samples, *gene.patients]
+    """The gene's folds (then its final model's split, with ``final_model``), ready to train."""
+    parts = [protocol, str(n_folds), str(seed), str(final_model), *gene.samples, *gene.patients]
     key = hashlib.sha256("\x00".join(parts).encode()).digest()
     if key not in cache:
         if protocol == "honest":
             cache[key] = honest_splits(gene.patients, n_folds, seed)
+            if final_model:
+                cache[key].append(final_split(gene.patients, n_folds, seed))
         else:
             cache[key] = published_splits(len(gene.y), n_folds)
     return [_Fold.prepare(gene, split, scaled=protocol == "honest") for split in cache[key]]

@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from dmg_ml.data.inputs import GeneData
-from dmg_ml.evaluation.cv import GeneCheckpoint, load_fold_model, scale_features
+from dmg_ml.evaluation.cv import FoldCheckpoint, GeneCheckpoint, load_fold_model, scale_features
 from dmg_ml.evaluation.engine import ModelCVResult, outer_splits
 from dmg_ml.evaluation.metrics import pearson_r2, r2
 from dmg_ml.models.registry import make_model
@@ -97,10 +97,16 @@ def fit_fold_predictors(
     return predictors
 
 
-def checkpoint_predictors(checkpoint: GeneCheckpoint) -> list[FoldPredictor]:
-    """The fold models of a saved CNN checkpoint as predictors (their scalers' means fill)."""
+def checkpoint_predictors(
+    checkpoint: GeneCheckpoint, models: Sequence[FoldCheckpoint] | None = None
+) -> list[FoldPredictor]:
+    """Models of a saved CNN checkpoint as predictors (their scalers' means fill): ``models``,
+    by default the fold models (what the cross-validation scored), or the final model where no
+    fold model was kept."""
+    if models is None:
+        models = checkpoint.folds or checkpoint.models
     predictors = []
-    for fold in checkpoint.folds:
+    for fold in models:
         loaded = load_fold_model(fold)
         predictors.append(FoldPredictor(loaded.predict, np.asarray(loaded.mean, np.float64)))
     return predictors

@@ -80,7 +80,9 @@ RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "cnn_checkpoints": _result({
         "gene": pa.Column(**TEXT), "path": pa.Column(**TEXT),
         "sha256": pa.Column(checks=pa.Check.str_matches(r"^[0-9a-f]{64}$"), **TEXT),
-        "n_cpgs": COUNT, "n_folds": COUNT, "config": pa.Column(**TEXT), "r2": R2,
+        "n_cpgs": COUNT, "n_folds": pa.Column("int64", pa.Check.ge(0), coerce=True),
+        "final_model": pa.Column(bool, coerce=True),
+        "config": pa.Column(**TEXT), "r2": R2,
         "pearson_r2": PEARSON_R2, "weights_dtype": pa.Column(
             checks=pa.Check.isin(["fp16", "fp32"]), **TEXT),
         "half_precision_delta_r2": pa.Column(float, pa.Check.ge(0.0), nullable=True,
