@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 from dmg_assets.inputs import genes_by_chromosome, load_gene_inputs
 from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_partitions
+from dmg_assets.training import POOL
 from dmg_ml.data.barcodes import TISSUES
 from dmg_ml.data.inputs import GeneData, m_value_matrix
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP, WINDOW_SIZES
@@ -160,7 +161,7 @@ def _summary(warehouse: Warehouse, view: str, cohort_column: str, cohort: str,
 
 
 @asset(partitions_def=cohort_partitions, group_name=GROUP, kinds={"scikitlearn", "duckdb"},
-       deps=_DEPS)
+       deps=_DEPS, pool=POOL)
 def tissue_experiment(context: AssetExecutionContext, config: TissueConfig,
                       warehouse: Warehouse, device: TorchDevice) -> MaterializeResult:
     """The paper's tissue experiment: every model trained and scored on all samples, on tumours
@@ -194,7 +195,7 @@ def tissue_experiment(context: AssetExecutionContext, config: TissueConfig,
 
 
 @asset(partitions_def=cohort_partitions, group_name=GROUP, kinds={"scikitlearn", "duckdb"},
-       deps=_DEPS)
+       deps=_DEPS, pool=POOL)
 def window_experiment(context: AssetExecutionContext, config: WindowConfig,
                       warehouse: Warehouse, device: TorchDevice) -> MaterializeResult:
     """The paper's window experiment: every model on the genes present in every window size

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import re
 import time
 
 import pandas as pd
@@ -54,3 +55,18 @@ class ProgressClock:
         self.last = now
         elapsed = now - self.started
         return self.done, elapsed, elapsed / self.done * (self.total - self.done)
+
+
+_PROGRESS = re.compile(r"^genes (\d+)/(\d+)\b")
+
+
+def progress_line(done: int, total: int, detail: str) -> str:
+    """The line a per-gene step logs as it goes: ``genes 3/10`` then ``detail``; commands that
+    draw a progress bar read it back with ``progress_counts``."""
+    return f"genes {done}/{total}{detail}"
+
+
+def progress_counts(message: str) -> tuple[int, int] | None:
+    """``(done, total)`` of a ``progress_line``; None for any other message."""
+    match = _PROGRESS.match(message)
+    return None if match is None else (int(match[1]), int(match[2]))

@@ -4,9 +4,9 @@ FILE is a methylation matrix of the new samples: a Xena β matrix or a probes ×
 (gzipped or not), 450K or EPIC probe ids, β or M values (detected; ``--scale`` to say which). The
 command registers a prediction batch (``--batch``, by default the file's name without its
 extensions) and runs ``prediction_job`` for it, recorded in the Dagster instance
-(``$DAGSTER_HOME``, else a temporary one) like the runs of ``python -m dmg_assets.run``. It prints
-how many samples and genes were predicted and skipped, the scale it read, where the rows are and
-the SQL that reads them.
+(``$DAGSTER_HOME``, else a temporary one) like the runs of ``python -m dmg_assets.run``. It shows
+a progress bar over the genes, then prints how many samples and genes were predicted and skipped,
+the scale it read, where the rows are and the SQL that reads them.
 
 Exit codes: 0 when the batch was predicted; 1 when the file or the models could not be used (the
 reason is printed; nothing was written); 2 for a wrong option; 130 or 143 when interrupted.
@@ -20,9 +20,11 @@ from pathlib import Path
 from dagster import LoggerDefinition, colored_console_logger
 from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 from pydantic import ValidationError
+from tqdm import tqdm
 
 from dmg_assets import runs
 from dmg_assets.definitions import defs
+from dmg_assets.metadata import progress_counts
 from dmg_assets.partitions import prediction_batches
 from dmg_assets.prediction import (
     PredictionConfig,
@@ -77,6 +79,39 @@ QUIET_CONSOLE = LoggerDefinition(
 )
 
 
+class _GeneBar(logging.Handler):
+    """A bar over the genes of the prediction step, with its ETA, moved by the step's progress
+    lines (``progress_line``), which the console shows only with ``--verbose``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.bar: tqdm | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not has_log_record_metadata(record):
+            return
+        counts = progress_counts(get_log_record_metadata(record)["orig_message"])
+        if counts is None:
+            return
+        done, total = counts
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="gene", desc="predicting", dynamic_ncols=True,
+                            file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
+def _gene_bar(init_context) -> logging.Logger:
+    logger = logging.Logger("dmg_predict_progress", logging.INFO)
+    logger.addHandler(_GeneBar())
+    return logger
+
+
+#: The progress bar of ``dmg predict``, a Dagster logger of the run.
+GENE_BAR = LoggerDefinition(_gene_bar, description="A terminal progress bar over the genes.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dmg_assets.predict", description=__doc__.splitlines()[0],
@@ -95,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         _config_option(_Renamed(parser), PredictionConfig, field)
     parser.add_argument(
         "--verbose", action="store_true",
-        help="show Dagster's INFO events (the step's progress with its ETA)",
+        help="show Dagster's INFO events (the step's progress lines) instead of the progress bar",
     )
     return parser
 
@@ -140,13 +175,14 @@ def _predict(batch: str, config: dict, log_level: str) -> int:
     instance = _instance()
     if batch not in instance.get_dynamic_partitions(prediction_batches.name):
         instance.add_dynamic_partitions(prediction_batches.name, [batch])
+    loggers = {"console": {"config": {"log_level": log_level}}}
     run_config = {"ops": {prediction.op.name: {"config": config}},
-                  "loggers": {"console": {"config": {"log_level": log_level}}}}
+                  "loggers": loggers if log_level == "INFO" else {**loggers, "progress": {}}}
     print(f"predicting batch {batch} from {config['input_path']} with the CNNs of "
           f"{config['training_cohort']} (W={config['window_bp']:,})", flush=True)
     job = defs.resolve_job_def(prediction_job.name)
     if log_level != "INFO":  # --verbose shows everything, stack traces included
-        job = job.with_logger_defs({"console": QUIET_CONSOLE})
+        job = job.with_logger_defs({"console": QUIET_CONSOLE, "progress": GENE_BAR})
     result = runs.execute(job, instance, partition_key=batch, run_config=run_config,
                           raise_on_error=False)
     if not result.success:

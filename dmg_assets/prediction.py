@@ -44,7 +44,7 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
-from dmg_assets.metadata import ProgressClock, markdown_table
+from dmg_assets.metadata import ProgressClock, markdown_table, progress_line
 from dmg_assets.partitions import DEFAULT_COHORTS, prediction_batches
 from dmg_ml.data.genome import CHROMOSOMES
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
@@ -200,11 +200,10 @@ class _Progress:
         if (timing := self.clock.tick()) is None:
             return
         done, elapsed, eta = timing
-        self.context.log.info(
-            f"genes {done}/{self.clock.total} ({self.predicted} predicted, "
-            f"{done - self.predicted} skipped for coverage), elapsed {elapsed:.0f} s, "
-            f"ETA {eta:.0f} s"
-        )
+        self.context.log.info(progress_line(
+            done, self.clock.total, f" ({self.predicted} predicted, {done - self.predicted} "
+            f"skipped for coverage), elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+        ))
 
 
 def _registry(warehouse: Warehouse, cohort: str, window_bp: int) -> pd.DataFrame:

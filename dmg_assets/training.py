@@ -28,7 +28,7 @@ from pydantic import Field
 
 from dmg_assets.automation import RETRAIN_ON_NEW_DATA
 from dmg_assets.inputs import load_gene_inputs
-from dmg_assets.metadata import ProgressClock, markdown_table, png_markdown
+from dmg_assets.metadata import ProgressClock, markdown_table, png_markdown, progress_line
 from dmg_assets.partitions import by_cohort, cohort_chromosome_partitions, cohort_partitions
 from dmg_ml.data.barcodes import Tissue
 from dmg_ml.data.inputs import GeneInput
@@ -169,10 +169,10 @@ class _Progress:
         if (timing := self.clock.tick()) is None:
             return
         done, elapsed, eta = timing
-        self.context.log.info(
-            f"genes {done}/{self.clock.total}, running mean R² {np.mean(self.r2):.3f}, "
+        self.context.log.info(progress_line(
+            done, self.clock.total, f", running mean R² {np.mean(self.r2):.3f}, "
             f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
-        )
+        ))
 
 
 def _tables(

@@ -7,7 +7,7 @@ from dagster import DagsterInstance, MultiPartitionKey, materialize
 
 from dmg_assets.experiments import generalisation, tissue_experiment, window_experiment
 from dmg_assets.partitions import cohort_partitions
-from dmg_assets.training import cnn_models
+from dmg_assets.training import POOL, cnn_models
 from tests.test_training_assets import FAST, _resources
 
 W = 100_000
@@ -107,3 +107,10 @@ def test_generalisation_applies_brca_models_to_the_same_genes_in_coad(built, gen
     assert (same["cnn"] == same["enet"]).all()  # the CNN's saved probe order is the window's
     summary = warehouse.query("SELECT * FROM generalisation_summary ORDER BY model")
     assert summary["genes"].tolist() == [len(scored)] * 3
+
+
+def test_the_experiments_that_can_train_the_cnn_wait_for_a_training_slot():
+    """tissue and window can train the CNN (``models: [cnn]``), so they take a torch_training
+    slot as cnn_models does; generalisation only applies saved models."""
+    assert tissue_experiment.op.pool == window_experiment.op.pool == POOL
+    assert generalisation.op.pool is None

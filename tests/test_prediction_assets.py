@@ -333,6 +333,7 @@ def test_the_command_prints_the_numbers_and_the_query_and_the_rows_are_one_query
     sql = batch_sql("lab_samples")
     assert f"  {sql}\n" in out
     assert " - DEBUG - " not in out and "STEP_START" not in out
+    assert "predicting: 100%" in captured.err and f" {strong}/{strong} " in captured.err
 
     from warehouse.query import connect
 
