@@ -1,10 +1,9 @@
-"""The fast trainer: many (gene, fold) tasks of one window length trained as one stacked model.
+"""The fast trainer: many (gene, fold) tasks trained as one stacked model.
 
 Same learning semantics as the reference trainer (``dmg_ml.training.reference``; read its
-docstring): same
-initial weights per task seed, same Adam, same loss, same early stopping and best-weight restore,
-same mini-batch order. Only the floating-point order of the arithmetic differs, plus bfloat16
-where ``precision="bf16"`` asks for it.
+docstring): same initial weights per task seed, same Adam, same loss, same early stopping and
+best-weight restore, same mini-batch order. Only the floating-point order of the arithmetic
+differs, plus bfloat16 where ``precision="bf16"`` asks for it.
 
 Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
 
@@ -38,6 +37,15 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
   |ΔR²| of pooled honest R² per gene is 0.0028 (max 0.0064), inside the 0.01 budget. At large L
   the reference's fp32 kernels run near this CPU's fp32 peak (~190 GFLOP/s at L=723) and the fast
   trainer at about half its bf16 matmul peak (~930), so ~4.5x is the ceiling here.
+* **On a GPU: batched matmuls and packing** (``kernels="matmul"``). cuDNN's grouped
+  convolutions ran no faster than the reference loop on a GPU (an earlier session), so a
+  convolution is a batched matmul on ``(x[l-1], x[l], x[l+1])`` windows of ``(T, N, L, C)``
+  activations, with the samples cut into chunks (``_chunked_matmul``) so a task's weight
+  gradient is not one thread block's long reduction. Tasks of nearby window lengths share a
+  group (``task_groups``, 10 % slack on CUDA): shorter windows are zero-padded and masked after
+  every convolution, narrower channels padded, widths and offsets aligned to 8
+  (``ParamLayout``); padding gets exactly zero gradient. Measured on an H200: 2-4x the
+  reference loop, memory-bound (issue 10's note).
 * **Padding and masks.** Folds of unequal size are zero-padded to the largest; each task's loss
   is a weighted sum with weight ``1/n_t`` on its real rows and 0 on padding, so its gradient is its
   own mean-squared-error gradient.
