@@ -38,6 +38,7 @@ LAYOUTS = {  # name: (fold models, final model, half precision)
     "folds_and_final fp32": (5, True, False),
     "folds_and_final fp16": (5, True, True),
     "folds fp32": (5, False, False),
+    "folds fp16": (5, False, True),
     "final fp32": (0, True, False),
     "final fp16": (0, True, True),
 }
