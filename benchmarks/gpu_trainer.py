@@ -212,22 +212,31 @@ def traffic_per_task_epoch(tasks: list[FitTask], precision: str, device: torch.d
 
 
 def stage_profile(args: argparse.Namespace, device: torch.device) -> None:
-    """Top kernels of the fast trainer at the median length, and how busy the GPU is."""
+    """Top kernels of the fast trainer's epochs at the median length (set-up left out: one group
+    built, two epochs of warm-up, then ``--epochs`` profiled), and how busy the GPU is."""
     length = args.lengths[0] if args.lengths else synthetic_lengths(1, 1_000_000)[0]
     tasks = fold_tasks(simulate_cohort(args.samples, [length] * args.genes, seed=1))
-    run = fast_run(tasks, args.precision, device)
-    run(2)
+    config = fixed(args.epochs + 2, args.precision)
+    group = batched._Group(tasks, list(range(len(tasks))), config, device, check_every=10)
+
+    def epoch() -> None:
+        batched._train_epoch(group)
+        valid = group.valid
+        group.losses(valid.network_input(group.dtype), valid.y, valid.weight)
+
+    for _ in range(2):
+        epoch()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        wall = timed(lambda: run(args.epochs), device)
+        wall = timed(lambda: [epoch() for _ in range(args.epochs)], device)
     events = prof.key_averages()
     kernels = [e for e in events if e.device_type.name == "CUDA"]
     busy = sum(_self_device_us(e) for e in kernels) / 1e6
     print(
-        f"L={length}, {len(tasks)} tasks, {args.epochs} epochs (set-up included): wall "
-        f"{wall:.2f} s, kernels {busy:.2f} s ({100 * busy / wall:.0f} % busy)"
+        f"L={length}, {len(tasks)} tasks in one group ({group.kernels}), {args.epochs} epochs "
+        f"(no set-up): wall {wall:.2f} s, kernels {busy:.2f} s ({100 * busy / wall:.0f} % busy)"
     )
     for sort in ("self_device_time_total", "self_cuda_time_total", "self_cpu_time_total"):
         try:
@@ -267,12 +276,13 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
     print("|---|---|---|")
     unfold = batched._conv_matmul
     variants = {
-        "matmul, unfold windows (default)": ("matmul", unfold, False),
-        "matmul, unfold, torch.compile": ("matmul", unfold, True),
-        "matmul, cat windows": ("matmul", cat_windows_conv, False),
-        "grouped convolutions (cuDNN; the old CUDA path)": ("grouped", unfold, False),
+        "default": ("matmul", unfold, False),
+        "compiled": ("matmul", unfold, True),
+        "cat-windows": ("matmul", cat_windows_conv, False),
+        "grouped": ("grouped", unfold, False),
     }
-    for label, (kernels, conv, compiled) in variants.items():
+    chosen = args.variants or list(variants)
+    for label, (kernels, conv, compiled) in ((k, variants[k]) for k in chosen):
         batched._conv_matmul = conv
         try:
             run = fast_run(tasks, args.precision, device, kernels=kernels, compiled=compiled)
@@ -387,6 +397,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=90)
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--rows", type=int, default=18, help="kernels listed by profile")
+    p.add_argument("--variants", nargs="*", default=None,
+                   choices=["default", "compiled", "cat-windows", "grouped"],
+                   help="variants: default (matmul, unfold windows), compiled (the same through "
+                   "torch.compile), cat-windows, grouped (cuDNN grouped convolutions, the old "
+                   "CUDA path); all by default")  # fmt: skip
     return p.parse_args(argv)
 
 
