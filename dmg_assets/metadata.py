@@ -60,10 +60,12 @@ class ProgressClock:
 _PROGRESS = re.compile(r"^genes (\d+)/(\d+)\b")
 
 
-def progress_line(done: int, total: int, detail: str) -> str:
-    """The line a per-gene step logs as it goes: ``genes 3/10`` then ``detail``; commands that
-    draw a progress bar read it back with ``progress_counts``."""
-    return f"genes {done}/{total}{detail}"
+def progress_line(total: int, timing: tuple[int, float, float], detail: str) -> str:
+    """The line a per-gene step logs as it goes, from a ``ProgressClock.tick``: ``genes 3/10``,
+    ``detail``, then the elapsed time and the ETA; commands that draw a progress bar read it
+    back with ``progress_counts``."""
+    done, elapsed, eta = timing
+    return f"genes {done}/{total}{detail}, elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
 
 
 def progress_counts(message: str) -> tuple[int, int] | None:

@@ -199,10 +199,10 @@ class _Progress:
         self.predicted += isinstance(result, GenePrediction)
         if (timing := self.clock.tick()) is None:
             return
-        done, elapsed, eta = timing
+        skipped = timing[0] - self.predicted
         self.context.log.info(progress_line(
-            done, self.clock.total, f" ({self.predicted} predicted, {done - self.predicted} "
-            f"skipped for coverage), elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+            self.clock.total, timing, f" ({self.predicted} predicted, {skipped} skipped for "
+            "coverage)"
         ))
 
 

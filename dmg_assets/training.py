@@ -168,10 +168,8 @@ class _Progress:
         self.r2.append(result.r2)
         if (timing := self.clock.tick()) is None:
             return
-        done, elapsed, eta = timing
         self.context.log.info(progress_line(
-            done, self.clock.total, f", running mean R² {np.mean(self.r2):.3f}, "
-            f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+            self.clock.total, timing, f", running mean R² {np.mean(self.r2):.3f}"
         ))
 
 
@@ -319,9 +317,9 @@ def cnn_models(
 
 
 def _kept_models(checkpoint: GeneCheckpoint, layout: str) -> GeneCheckpoint:
-    """The models of ``checkpoint`` that ``layout`` (``checkpoint_models``) keeps; the folds
-    where no final model was trained (the published audit)."""
-    if layout == "final" and checkpoint.final is not None:
+    """The models of ``checkpoint`` that ``layout`` (``checkpoint_models``) keeps (a final
+    model is trained wherever ``layout`` asks for one: ``TrainingConfig.final_model``)."""
+    if layout == "final":
         return replace(checkpoint, folds=[])
     if layout == "folds":
         return replace(checkpoint, final=None)

@@ -102,6 +102,10 @@ class FitTask:
     init_state: dict[str, torch.Tensor] | None = None
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 @lru_cache(maxsize=1024)
 def _stored_shapes(input_size: int, channels: str, align: int = 1) -> dict[str, tuple[int, ...]]:
     """Each parameter's shape as stored in a row, read off the module (built on the meta device,
@@ -112,20 +116,15 @@ def _stored_shapes(input_size: int, channels: str, align: int = 1) -> dict[str, 
     with torch.device("meta"):
         model = AdaptiveRegressionCNN(input_size, channels)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    hidden, features = shapes[FC1]
-    shapes[FC1] = (hidden, input_size, features // input_size)
-
-    def wide(c: int) -> int:
-        return -(-c // align) * align
-
     for name, shape in shapes.items():
         if name == FC1:
-            shapes[name] = (hidden, input_size, wide(shape[2]))
+            hidden, features = shape
+            shapes[name] = (hidden, input_size, _round_up(features // input_size, align))
         elif name.endswith(".bias") and name.startswith(("conv", "res")):
-            shapes[name] = (wide(shape[0]),)
+            shapes[name] = (_round_up(shape[0], align),)
         elif name.endswith(".weight") and name.startswith(("conv", "res")):
-            c_in = shape[1] if name == "conv1.weight" else wide(shape[1])
-            shapes[name] = (wide(shape[0]), c_in, shape[2])
+            c_in = shape[1] if name == "conv1.weight" else _round_up(shape[1], align)
+            shapes[name] = (_round_up(shape[0], align), c_in, shape[2])
     return shapes
 
 
@@ -149,7 +148,7 @@ class ParamLayout:
         self.c1, self.c2 = self.shapes["conv1.bias"][0], self.shapes[FC1][2]
         self.names = list(self.shapes)
         self.numels = [math.prod(s) for s in self.shapes.values()]
-        self.sizes = [-(-n // align) * align for n in self.numels]
+        self.sizes = [_round_up(n, align) for n in self.numels]
         self.size = sum(self.sizes)
 
     def views(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -402,7 +401,7 @@ class _StackedData:
         device: torch.device,
     ) -> None:
         self.counts = np.array([len(y) for y in ys])
-        n_max = -(-int(self.counts.max()) // align) * align
+        n_max = _round_up(int(self.counts.max()), align)
         x = np.zeros((len(xs), n_max, length), dtype=np.float32)
         y = np.zeros((len(xs), n_max), dtype=np.float32)
         weight = np.zeros((len(xs), n_max), dtype=np.float32)
@@ -562,9 +561,8 @@ class _Group:
         length = int(self.lengths.max())
         packed = bool((self.lengths < length).any())
         n = max(len(t.y_train) for t in tasks)
-        self.kernels = _choose_kernels(
-            ParamLayout(length, config.channels), n, device, kernels, packed
-        )
+        c1, _ = channel_widths(length, config.channels)
+        self.kernels = _choose_kernels(length, c1, n, device, kernels, packed)
         align = MATMUL_ALIGN if self.kernels == "matmul" else 1
         self.layout = ParamLayout(length, config.channels, align)
         self.config, self.check_every, self.ids = config, check_every, list(ids)
@@ -611,9 +609,7 @@ class _Group:
         """Gradient of every task's weighted squared error, written into ``grad``."""
         if self.kernels == "matmul":
             leaf = self.compute.detach().requires_grad_(True)
-            chunks = _sample_chunks(u.shape[1], u.shape[2])
-            loss = self.matmul_losses(self.layout, leaf, u, y, weight, self.positions, chunks)
-            loss = loss.sum()
+            loss = self._matmul_losses(leaf, u, y, weight).sum()
             self.grad.copy_(torch.autograd.grad(loss, leaf)[0])
             return
         if self.kernels == "grouped":
@@ -631,16 +627,19 @@ class _Group:
     def losses(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Per-task weighted squared error ``(T,)``, without gradients."""
         if self.kernels == "matmul":
-            chunks = _sample_chunks(u.shape[1], u.shape[2])
-            return self.matmul_losses(
-                self.layout, self.compute, u, y, weight, self.positions, chunks
-            )
+            return self._matmul_losses(self.compute, u, y, weight)
         if self.kernels == "looped":
             rows = [self.layout.views(row) for row in self.compute]
             pred = torch.stack([_forward_single(self.layout, p, u[t]) for t, p in enumerate(rows)])
         else:
             pred = _forward_grouped(self.layout, self.layout.views(self.compute), u)
         return ((pred.float() - y) ** 2 * weight).sum(dim=1)
+
+    def _matmul_losses(
+        self, flat: torch.Tensor, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        chunks = _sample_chunks(u.shape[1], u.shape[2])
+        return self.matmul_losses(self.layout, flat, u, y, weight, self.positions, chunks)
 
     def select(self, keep: torch.Tensor) -> None:
         kept = keep.cpu().numpy()
@@ -666,7 +665,7 @@ def _store(grads: Sequence[torch.Tensor], out: torch.Tensor, layout: ParamLayout
 
 
 def _choose_kernels(
-    layout: ParamLayout, n: int, device: torch.device, kernels: Kernels | None, packed: bool
+    length: int, c1: int, n: int, device: torch.device, kernels: Kernels | None, packed: bool
 ) -> Kernels:
     """Batched matmuls on a GPU and for packed windows; on CPU, oneDNN's grouped convolutions,
     or tasks one by one once each is big enough to keep the CPU busy on its own."""
@@ -678,7 +677,7 @@ def _choose_kernels(
         return kernels
     if packed or device.type != "cpu":
         return "matmul"
-    return "looped" if n * layout.input_size * layout.c1 >= LOOP_MIN_ACTIVATIONS else "grouped"
+    return "looped" if n * length * c1 >= LOOP_MIN_ACTIVATIONS else "grouped"
 
 
 def _masked_weight(group: _Group, weight: torch.Tensor) -> torch.Tensor:
