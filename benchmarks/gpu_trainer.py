@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.trainer_speed import simulate_cohort, synthetic_lengths  # noqa: E402
 from dmg_ml.models.cnn import AdaptiveRegressionCNN  # noqa: E402
-from dmg_ml.training import batched  # noqa: E402
+from dmg_ml.training import batched, stacked  # noqa: E402
 from dmg_ml.training.batched import FitTask, fit_batched  # noqa: E402
 from dmg_ml.training.reference import (  # noqa: E402
     TrainConfig,
@@ -263,7 +263,7 @@ def cat_windows_conv(
     padded = torch.nn.functional.pad(h, (0, 0, 1, 1))
     windows = torch.cat([padded[:, :, k : k + length] for k in range(3)], dim=-1)
     weight = w.view(tasks, c_out, c_in, 3).transpose(2, 3).reshape(tasks, c_out, 3 * c_in)
-    return batched._chunked_matmul(windows, weight.transpose(1, 2), b, chunks)
+    return stacked._chunked_matmul(windows, weight.transpose(1, 2), b, chunks)
 
 
 def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
@@ -274,7 +274,7 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
     print(f"L={length}, {len(tasks)} tasks, {args.precision}")
     print("| variant | ms/task-epoch | first run (compiles) s |")
     print("|---|---|---|")
-    unfold = batched._conv_matmul
+    unfold = stacked._conv_matmul
     variants = {
         "default": ("matmul", unfold, False),
         "compiled": ("matmul", unfold, True),
@@ -283,7 +283,7 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
     }
     chosen = args.variants or list(variants)
     for label, (kernels, conv, compiled) in ((k, variants[k]) for k in chosen):
-        batched._conv_matmul = conv
+        stacked._conv_matmul = conv
         try:
             run = fast_run(tasks, args.precision, device, kernels=kernels, compiled=compiled)
             first = timed(lambda run=run: run(2), device)
@@ -292,7 +292,7 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
         except Exception as error:  # noqa: BLE001  (a variant failing is a result to print)
             print(f"| {label} | failed: {type(error).__name__}: {str(error)[:200]} | |")
         finally:
-            batched._conv_matmul = unfold
+            stacked._conv_matmul = unfold
 
 
 def stage_agree(args: argparse.Namespace, device: torch.device) -> None:

@@ -6,21 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from dmg_ml.training import batched
+from dmg_ml.training import stacked
 from dmg_ml.training.batched import (
-    KERNELS,
     FitTask,
-    ParamLayout,
     _BatchedAdam,
     _Group,
     _train_epoch,
     fit_batched,
-    stacked_forward,
     task_bytes,
     task_groups,
-    unfold_input,
 )
 from dmg_ml.training.reference import TrainConfig, fit_reference, init_model, predict, task_seed
+from dmg_ml.training.stacked import KERNELS, ParamLayout, stacked_forward, unfold_input
 
 LENGTH = 30
 
@@ -255,8 +252,8 @@ def test_packed_tasks_train_as_they_do_alone(monkeypatch) -> None:
     """The GPU's packing (tasks of nearby lengths zero-padded into one model, channels rounded
     up to 8, samples cut into chunks for the matmuls), run on the CPU: same epochs, same
     predictions to rounding, and the padding never learns anything."""
-    monkeypatch.setattr(batched, "CHUNK_ROWS", 256)
-    assert batched._sample_chunks(64, 30) == 4
+    monkeypatch.setattr(stacked, "CHUNK_ROWS", 256)
+    assert stacked.sample_chunks(64, 30) == 4
     tasks = packed_tasks()
     assert task_groups(tasks, "adaptive") == [[2], [1], [0]]
     assert task_groups(tasks, "adaptive", length_slack=0.5) == [[2, 1, 0]]
