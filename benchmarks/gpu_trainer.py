@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -175,40 +176,79 @@ def header(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def stage_speed(args: argparse.Namespace, device: torch.device) -> None:
-    """Reference loop (one task) vs fast trainer (``--genes`` genes x 5 folds) per length."""
+    """Reference loop (one task) vs fast trainer (``--genes`` genes x 5 folds) per length, one
+    row per ``--kernels`` choice of the fast trainer."""
     top = peaks(device)
     print(
-        "| L | tasks | reference ms/task-epoch | fast ms/task-epoch | speed-up | fast "
+        "| L | tasks | reference ms/task-epoch | kernels | fast ms/task-epoch | speed-up | fast "
         "task-epochs/s | model TFLOP/s | % bf16 peak | traffic GB/s | % HBM | peak GiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for length in args.lengths or synthetic_lengths(5, 1_000_000):
         genes = simulate_cohort(args.samples, [length] * args.genes, seed=length)
         tasks = fold_tasks(genes)
         ref, _ = steady(reference_run(tasks[0], "fp32", device), args.ref_epochs, 2, device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        fast, _ = steady(fast_run(tasks, args.precision, device), args.epochs, 2, device)
-        per_task = fast / len(tasks)
-        memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
         flops = task_epoch_flops(length, len(tasks[0].y_train), len(tasks[0].y_valid))
-        traffic = traffic_per_task_epoch(tasks[: args.traffic_tasks], args.precision, device)
-        tflops, gbs = flops / per_task / 1e12, traffic / per_task / 1e9
-        share = (f"{100 * tflops * 1e12 / top[0]:.1f} | {gbs:.0f} | {100 * gbs * 1e9 / top[1]:.0f}"
-                 if top else f"- | {gbs:.0f} | -")  # fmt: skip
-        print(f"| {length} | {len(tasks)} | {1e3 * ref:.2f} | {1e3 * per_task:.3f} | "
-              f"{ref / per_task:.1f}x | {1 / per_task:.0f} | {tflops:.1f} | {share} | "
-              f"{memory:.1f} |", flush=True)  # fmt: skip
+        for kernels in args.kernels:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            run = fast_run(tasks, args.precision, device, kernels=kernels)
+            fast, _ = steady(run, args.epochs, 2, device)
+            per_task = fast / len(tasks)
+            memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
+            traffic = traffic_per_task_epoch(
+                tasks[: args.traffic_tasks], args.precision, device, kernels
+            )
+            tflops, gbs = flops / per_task / 1e12, traffic / per_task / 1e9
+            share = f"- | {gbs:.0f} | -"
+            if top:
+                share = f"{1e14 * tflops / top[0]:.1f} | {gbs:.0f} | {1e11 * gbs / top[1]:.0f}"
+            print(f"| {length} | {len(tasks)} | {1e3 * ref:.2f} | {kernels} | "
+                  f"{1e3 * per_task:.3f} | {ref / per_task:.1f}x | {1 / per_task:.0f} | "
+                  f"{tflops:.1f} | {share} | {memory:.1f} |", flush=True)  # fmt: skip
 
 
-def traffic_per_task_epoch(tasks: list[FitTask], precision: str, device: torch.device) -> float:
-    """Traffic-model bytes of one task-epoch (two epochs minus one, per task)."""
+def traffic_per_task_epoch(
+    tasks: list[FitTask], precision: str, device: torch.device, kernels: str | None = None
+) -> float:
+    """Traffic-model bytes of one task-epoch (two epochs minus one, per task); the fused
+    kernels' launches count their tensor inputs (their outputs are counted where allocated)."""
     counted = []
     for epochs in (1, 2):
-        with Traffic(device) as mode:
-            fit_batched(tasks, fixed(epochs, precision), device)
+        with Traffic(device) as mode, _counting_launches(mode):
+            fit_batched(tasks, fixed(epochs, precision), device, kernels=kernels)
         counted.append(mode.bytes)
     return (counted[1] - counted[0]) / len(tasks)
+
+
+@contextmanager
+def _counting_launches(mode: Traffic):
+    """Count the Triton launches' tensor inputs into ``mode`` (the dispatch mode sees only torch
+    operators), where the fused kernels can be imported."""
+    if not batched.fused_available():
+        yield
+        return
+    from dmg_ml.training import conv_kernels
+
+    names = ("conv_forward", "input_error", "weight_grad")
+    originals = {name: getattr(conv_kernels, name) for name in names}
+
+    def counted(fn):
+        def launch(*args, **kwargs):
+            for t in tree_leaves((args, kwargs)):
+                if isinstance(t, torch.Tensor) and t.device.type == mode.device.type:
+                    mode.bytes += t.numel() * t.element_size()
+            return fn(*args, **kwargs)
+
+        return launch
+
+    for name, fn in originals.items():
+        setattr(conv_kernels, name, counted(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(conv_kernels, name, fn)
 
 
 def stage_profile(args: argparse.Namespace, device: torch.device) -> None:
@@ -217,12 +257,14 @@ def stage_profile(args: argparse.Namespace, device: torch.device) -> None:
     length = args.lengths[0] if args.lengths else synthetic_lengths(1, 1_000_000)[0]
     tasks = fold_tasks(simulate_cohort(args.samples, [length] * args.genes, seed=1))
     config = fixed(args.epochs + 2, args.precision)
-    group = batched._Group(tasks, list(range(len(tasks))), config, device, check_every=10)
+    group = batched._Group(
+        tasks, list(range(len(tasks))), config, device, check_every=10, kernels=args.kernels[0]
+    )
 
     def epoch() -> None:
         batched._train_epoch(group)
         valid = group.valid
-        group.losses(valid.network_input(group.dtype), valid.y, valid.weight)
+        group.losses(valid.network_input(group.dtype, group.kernels), valid.y, valid.weight)
 
     for _ in range(2):
         epoch()
@@ -276,14 +318,18 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
     print("|---|---|---|")
     unfold = stacked._conv_matmul
     variants = {
-        "default": ("matmul", unfold, False),
+        "fused": ("fused", unfold, False),
+        "matmul": ("matmul", unfold, False),
         "compiled": ("matmul", unfold, True),
         "cat-windows": ("matmul", cat_windows_conv, False),
         "grouped": ("grouped", unfold, False),
     }
-    chosen = args.variants or list(variants)
-    for label, (kernels, conv, compiled) in ((k, variants[k]) for k in chosen):
+    blocks = {f"fused-{rows}": rows for rows in (64, 256)}
+    chosen = args.variants or [*variants, *blocks]
+    for label in chosen:
+        kernels, conv, compiled = variants.get(label, variants["fused"])
         stacked._conv_matmul = conv
+        block = _set_fused_block(blocks.get(label))
         try:
             run = fast_run(tasks, args.precision, device, kernels=kernels, compiled=compiled)
             first = timed(lambda run=run: run(2), device)
@@ -293,6 +339,17 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
             print(f"| {label} | failed: {type(error).__name__}: {str(error)[:200]} | |")
         finally:
             stacked._conv_matmul = unfold
+            _set_fused_block(block)
+
+
+def _set_fused_block(rows: int | None) -> int | None:
+    """Set the fused kernels' rows per program on CUDA (None: leave it); returns the old."""
+    if rows is None or not batched.fused_available():
+        return None
+    from dmg_ml.training import conv_kernels
+
+    old, conv_kernels.BLOCK_ROWS["cuda"] = conv_kernels.BLOCK_ROWS["cuda"], rows
+    return old
 
 
 def stage_agree(args: argparse.Namespace, device: torch.device) -> None:
@@ -324,6 +381,47 @@ def stage_agree(args: argparse.Namespace, device: torch.device) -> None:
               f"{int(f.fold_metrics['epochs_run'].sum())} | {time.perf_counter() - start:.0f} |",
               flush=True)  # fmt: skip
     print(f"mean |ΔR²| {np.mean(delta):.4f}, max {np.max(delta):.4f} (budget: mean 0.01)")
+
+
+def stage_check(args: argparse.Namespace, device: torch.device) -> None:
+    """The fused kernels against the matmul path's autograd on this device, on windows of the
+    length quantiles packed into one group: predictions and gradients in fp32 and bf16, as max
+    |difference| against max |value| per parameter."""
+    from dmg_ml.training import fused
+
+    lengths = args.lengths or [int(x) for x in synthetic_lengths(3, 1_000_000)]
+    n = 64
+    models = [init_model(length, "adaptive", s) for s, length in enumerate(lengths)]
+    layout = stacked.ParamLayout(max(lengths), "adaptive", align=stacked.MATMUL_ALIGN)
+    flat32 = torch.stack([layout.to_row(m.state_dict()) for m in models]).to(device)
+    x32 = torch.zeros(len(lengths), n, max(lengths))
+    for t, length in enumerate(lengths):
+        x32[t, :, :length] = torch.randn(n, length)
+    x32 = x32.to(device)
+    own = torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)
+    positions32 = own.float().view(len(lengths), 1, -1, 1).to(device)
+    y, weight = torch.randn(len(lengths), n, device=device), torch.full((len(lengths), n), 1 / n)
+    weight = weight.to(device)
+    print(f"lengths {lengths}, {n} samples")
+    print("| dtype | what | max abs diff | max abs value | relative |")
+    print("|---|---|---|---|---|")
+    for dtype in (torch.float32, torch.bfloat16):
+        flat, x, positions = flat32.to(dtype), x32.to(dtype), positions32.to(dtype)
+        leaf = flat.clone().requires_grad_(True)
+        u = stacked.unfold_input(x)
+        loss = stacked.matmul_losses(layout, leaf, u, y, weight, positions, 1).sum()
+        expected = torch.autograd.grad(loss, leaf)[0].float()
+        grad = torch.zeros_like(flat32)
+        fused.gradient(layout, flat, x, y, weight, grad, positions)
+        pred = fused.forward(layout, flat, x, positions).float()
+        ref = stacked.stacked_forward(layout, flat, u, "matmul", positions).float()
+        wanted = layout.views(expected)
+        rows = [("predictions", pred, ref)]
+        rows += [(name, got, wanted[name]) for name, got in layout.views(grad).items()]
+        for name, got, want in rows:
+            diff, scale = float((got - want).abs().max()), float(want.abs().max())
+            print(f"| {str(dtype)[6:]} | {name} | {diff:.3g} | {scale:.3g} | "
+                  f"{diff / max(scale, 1e-30):.3g} |", flush=True)  # fmt: skip
 
 
 def stage_cohort(args: argparse.Namespace, device: torch.device) -> None:
@@ -371,6 +469,7 @@ def stage_cohort(args: argparse.Namespace, device: torch.device) -> None:
 
 
 STAGES = {
+    "check": stage_check,
     "speed": stage_speed,
     "profile": stage_profile,
     "variants": stage_variants,
@@ -398,16 +497,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--rows", type=int, default=18, help="kernels listed by profile")
     p.add_argument("--variants", nargs="*", default=None,
-                   choices=["default", "compiled", "cat-windows", "grouped"],
-                   help="variants: default (matmul, unfold windows), compiled (the same through "
-                   "torch.compile), cat-windows, grouped (cuDNN grouped convolutions, the old "
-                   "CUDA path); all by default")  # fmt: skip
+                   choices=["fused", "fused-64", "fused-256", "matmul", "compiled", "cat-windows",
+                            "grouped"],
+                   help="variants: fused (Triton; -64, -256: rows per program), matmul (unfold "
+                   "windows), compiled (matmul "
+                   "through torch.compile), cat-windows, grouped (cuDNN grouped convolutions, "
+                   "the old CUDA path); all by default")  # fmt: skip
+    p.add_argument("--kernels", nargs="*", default=None, choices=list(stacked.KERNELS),
+                   help="the fast trainer's kernels in speed (one row each) and profile (the "
+                   "first); default: fused and matmul on CUDA, matmul on CPU")  # fmt: skip
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if not args.kernels:
+        fused = device.type == "cuda" and batched.fused_available()
+        args.kernels = ["fused", "matmul"] if fused else ["matmul"]
     header(args, device)
     STAGES[args.stage](args, device)
 

@@ -29,9 +29,11 @@ stage() {
   echo "== $name took $((SECONDS - start)) s"
 }
 
+stage check 60 check
 stage speed 150 speed --genes 24
 stage cohort 120 cohort --genes 700 --blocks 2 --block 10
 stage profile 40 profile --genes 8 --epochs 4 --rows 16
 stage agree 75 agree --genes 4
-stage compile 240 variants --genes 24 --epochs 8 --variants default compiled
+stage compile 240 variants --genes 24 --epochs 8 --variants matmul compiled
 stage grouped 60 variants --genes 24 --epochs 8 --variants grouped
+stage blocks 90 variants --genes 24 --epochs 8 --variants fused fused-64 fused-256

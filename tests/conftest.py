@@ -1,5 +1,10 @@
 """Shared fixtures: a tiny synthetic hub and a warehouse built from it through Dagster."""
 
+import os
+
+# The fused kernels run on CPU tensors under Triton's interpreter (read when they are defined).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import shutil
 from pathlib import Path
 

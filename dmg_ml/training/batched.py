@@ -61,6 +61,7 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ from dmg_ml.training.reference import TrainConfig, TrainResult, init_model, mode
 from dmg_ml.training.stacked import (
     KERNELS,
     MATMUL_ALIGN,
+    PACKING_KERNELS,
     Kernels,
     ParamLayout,
+    check_packing,
     compiled_matmul_losses,
     forward_grouped,
     forward_single,
@@ -139,16 +142,35 @@ class _StackedData:
         self.weight = torch.from_numpy(weight).to(device)
         self._prepared: dict[torch.dtype, torch.Tensor] = {}
 
-    def network_input(self, dtype: torch.dtype) -> torch.Tensor:
+    def network_input(self, dtype: torch.dtype, kernels: Kernels) -> torch.Tensor:
         """All rows in the network's input layout and dtype (built once)."""
         if dtype not in self._prepared:
-            self._prepared[dtype] = unfold_input(self.x.to(dtype))
+            self._prepared[dtype] = network_input(self.x, dtype, kernels)
         return self._prepared[dtype]
 
     def select(self, keep: torch.Tensor) -> None:
         self.counts = self.counts[keep.cpu().numpy()]
         self.x, self.y, self.weight = self.x[keep], self.y[keep], self.weight[keep]
         self._prepared = {}
+
+
+def network_input(x: torch.Tensor, dtype: torch.dtype, kernels: Kernels) -> torch.Tensor:
+    """Rows ``(T, N, L)`` as the kernels read them: the rows themselves for the fused kernels,
+    else their ``unfold_input`` windows."""
+    x = x.to(dtype)
+    return x.contiguous() if kernels == "fused" else unfold_input(x)
+
+
+def fused_available() -> bool:
+    """Whether the fused kernels can run here (they need Triton, which CUDA builds of PyTorch
+    bring)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _fused():
+    from dmg_ml.training import fused  # imports Triton: only where the fused kernels run
+
+    return fused
 
 
 class _BatchedAdam:
@@ -289,7 +311,7 @@ class _Group:
         n = max(len(t.y_train) for t in tasks)
         c1, _ = channel_widths(length, config.channels)
         self.kernels = _choose_kernels(length, c1, n, device, kernels, packed)
-        align = MATMUL_ALIGN if self.kernels == "matmul" else 1
+        align = MATMUL_ALIGN if self.kernels in PACKING_KERNELS else 1
         self.layout = ParamLayout(length, config.channels, align)
         self.config, self.check_every, self.ids = config, check_every, list(ids)
         self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
@@ -333,6 +355,9 @@ class _Group:
 
     def gradient(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> None:
         """Gradient of every task's weighted squared error, written into ``grad``."""
+        if self.kernels == "fused":
+            _fused().gradient(self.layout, self.compute, u, y, weight, self.grad, self.positions)
+            return
         if self.kernels == "matmul":
             leaf = self.compute.detach().requires_grad_(True)
             loss = self._losses_matmul(leaf, u, y, weight).sum()
@@ -352,6 +377,8 @@ class _Group:
 
     def losses(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Per-task weighted squared error ``(T,)``, without gradients."""
+        if self.kernels == "fused":
+            return _fused().losses(self.layout, self.compute, u, y, weight, self.positions)
         if self.kernels == "matmul":
             return self._losses_matmul(self.compute, u, y, weight)
         if self.kernels == "looped":
@@ -393,14 +420,17 @@ def _store(grads: Sequence[torch.Tensor], out: torch.Tensor, layout: ParamLayout
 def _choose_kernels(
     length: int, c1: int, n: int, device: torch.device, kernels: Kernels | None, packed: bool
 ) -> Kernels:
-    """Batched matmuls on a GPU and for packed windows; on CPU, oneDNN's grouped convolutions,
-    or tasks one by one once each is big enough to keep the CPU busy on its own."""
+    """On CUDA, the fused kernels where Triton is there, else batched matmuls (also for packed
+    windows on CPU); on CPU, oneDNN's grouped convolutions, or tasks one by one once each is big
+    enough to keep the CPU busy on its own."""
     if kernels is not None:
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-        if packed and kernels != "matmul":
-            raise ValueError("windows of unequal length are packed only for matmul kernels")
+        if packed:
+            check_packing(kernels)
         return kernels
+    if device.type == "cuda" and fused_available():
+        return "fused"
     if packed or device.type != "cpu":
         return "matmul"
     return "looped" if n * length * c1 >= LOOP_MIN_ACTIVATIONS else "grouped"
@@ -421,14 +451,14 @@ def _update(group: _Group, batch_active: np.ndarray | None = None) -> None:
 def _train_epoch(group: _Group) -> None:
     train, batch_size = group.train, group.config.batch_size
     if batch_size is None or batch_size >= int(train.counts.max()):
-        u = train.network_input(group.dtype)
+        u = train.network_input(group.dtype, group.kernels)
         with torch.enable_grad():
             group.gradient(u, train.y, _masked_weight(group, train.weight))
         _update(group)
         return
     for rows, weight, active in _minibatch_plan(group, batch_size):
         index = rows.unsqueeze(2).expand(-1, -1, train.x.shape[2])
-        u = unfold_input(torch.gather(train.x, 1, index).to(group.dtype))
+        u = network_input(torch.gather(train.x, 1, index), group.dtype, group.kernels)
         with torch.enable_grad():
             group.gradient(u, torch.gather(train.y, 1, rows), _masked_weight(group, weight))
         _update(group, active)
@@ -472,7 +502,7 @@ def _run_group(group: _Group, out: dict[int, TrainResult]) -> None:
     for epoch in range(1, max_epochs + 1):
         _train_epoch(group)
         valid = group.valid
-        loss = group.losses(valid.network_input(group.dtype), valid.y, valid.weight)
+        loss = group.losses(valid.network_input(group.dtype, group.kernels), valid.y, valid.weight)
         group.stopping.update(epoch, loss, group.flat, sync=group.check_every == 1)
         if epoch % group.check_every and epoch < max_epochs:
             continue

@@ -25,9 +25,16 @@ CHUNK_ROWS = 8192
 #: The matmul kernels' alignment: channel widths, parameter offsets and sample counts are
 #: rounded up to multiples of it (bfloat16 tensor cores want 16-byte aligned matrices).
 MATMUL_ALIGN = 8
-#: How a stack of tasks runs (``stacked_forward``).
-Kernels = Literal["grouped", "looped", "matmul"]
+#: How a stack of tasks runs (``stacked_forward``; ``fused``: ``dmg_ml.training.fused``).
+Kernels = Literal["grouped", "looped", "matmul", "fused"]
 KERNELS: tuple[Kernels, ...] = get_args(Kernels)
+#: The kernels that take windows of unequal length packed into one layout.
+PACKING_KERNELS: tuple[Kernels, ...] = ("matmul", "fused")
+
+
+def check_packing(kernels: Kernels) -> None:
+    if kernels not in PACKING_KERNELS:
+        raise ValueError(f"windows of unequal length are packed only by {PACKING_KERNELS}")
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -291,14 +298,18 @@ def stacked_forward(
     ``flat`` holds one parameter row per task, in the dtype to compute in; ``u`` is the
     ``unfold_input`` of the tasks' rows ``(T, N, L)``. ``kernels`` picks how the stack runs
     (same arithmetic, different speed): ``grouped`` convolutions, tasks ``looped`` one by one,
-    or batched ``matmul``s, the only one that takes packed windows of unequal length
-    (``positions``, see ``_forward_matmul``).
+    batched ``matmul``s, or ``fused`` Triton kernels (``dmg_ml.training.fused``); the last two
+    take packed windows of unequal length (``positions``, see ``_forward_matmul``).
     """
     p = layout.views(flat)
+    if kernels == "fused":
+        from dmg_ml.training import fused  # needs Triton, so only when asked for
+
+        return fused.forward(layout, flat, u[..., 1].contiguous(), positions)  # the rows
     if kernels == "matmul":
         return _forward_matmul(layout, p, u, positions)
     if positions is not None:
-        raise ValueError("windows of unequal length are packed only for matmul kernels")
+        check_packing(kernels)
     if kernels == "grouped":
         return forward_grouped(layout, p, u)
     return torch.stack(
