@@ -206,6 +206,7 @@ def stage_speed(args: argparse.Namespace, device: torch.device) -> None:
             print(f"| {length} | {len(tasks)} | {1e3 * ref:.2f} | {kernels} | "
                   f"{1e3 * per_task:.3f} | {ref / per_task:.1f}x | {1 / per_task:.0f} | "
                   f"{tflops:.1f} | {share} | {memory:.1f} |", flush=True)  # fmt: skip
+    print_tuned()
 
 
 def traffic_per_task_epoch(
@@ -324,12 +325,12 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
         "cat-windows": ("matmul", cat_windows_conv, False),
         "grouped": ("grouped", unfold, False),
     }
-    blocks = {f"fused-{rows}": rows for rows in (64, 256)}
-    chosen = args.variants or [*variants, *blocks]
+    fixed_tiles = {"fused-fixed": ((128, 1, 4),)}
+    chosen = args.variants or [*variants, *fixed_tiles]
     for label in chosen:
         kernels, conv, compiled = variants.get(label, variants["fused"])
         stacked._conv_matmul = conv
-        block = _set_fused_block(blocks.get(label))
+        tuned = _set_fused_configs(fixed_tiles.get(label))
         try:
             run = fast_run(tasks, args.precision, device, kernels=kernels, compiled=compiled)
             first = timed(lambda run=run: run(2), device)
@@ -339,17 +340,31 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
             print(f"| {label} | failed: {type(error).__name__}: {str(error)[:200]} | |")
         finally:
             stacked._conv_matmul = unfold
-            _set_fused_block(block)
+            _set_fused_configs(None, tuned)
+    print_tuned()
 
 
-def _set_fused_block(rows: int | None) -> int | None:
-    """Set the fused kernels' rows per program on CUDA (None: leave it); returns the old."""
-    if rows is None or not batched.fused_available():
+def _set_fused_configs(row_configs, previous: dict | None = None) -> dict | None:
+    """Give the fused row kernels only ``row_configs`` to choose from (None: leave them, or put
+    ``previous`` back); returns the kernels replaced."""
+    if not batched.fused_available() or (row_configs is None and previous is None):
         return None
     from dmg_ml.training import conv_kernels
 
-    old, conv_kernels.BLOCK_ROWS["cuda"] = conv_kernels.BLOCK_ROWS["cuda"], rows
+    old = dict(conv_kernels._TUNED)
+    conv_kernels._TUNED.update(previous or conv_kernels.tuned_kernels(row_configs))
     return old
+
+
+def print_tuned() -> None:
+    """The configurations ``triton.autotune`` chose in this process, per kernel and key."""
+    if not batched.fused_available():
+        return
+    from dmg_ml.training import conv_kernels
+
+    for name, kernel in conv_kernels._TUNED.items():
+        for key, config in getattr(kernel, "cache", {}).items():
+            print(f"tuned {name} {key[:3]}: {config}")
 
 
 def stage_agree(args: argparse.Namespace, device: torch.device) -> None:
@@ -390,7 +405,7 @@ def stage_check(args: argparse.Namespace, device: torch.device) -> None:
     from dmg_ml.training import fused
 
     lengths = args.lengths or [int(x) for x in synthetic_lengths(3, 1_000_000)]
-    n = 64
+    n = 32
     models = [init_model(length, "adaptive", s) for s, length in enumerate(lengths)]
     layout = stacked.ParamLayout(max(lengths), "adaptive", align=stacked.MATMUL_ALIGN)
     flat32 = torch.stack([layout.to_row(m.state_dict()) for m in models]).to(device)
@@ -405,7 +420,7 @@ def stage_check(args: argparse.Namespace, device: torch.device) -> None:
     print(f"lengths {lengths}, {n} samples")
     print("| dtype | what | max abs diff | max abs value | relative |")
     print("|---|---|---|---|---|")
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.bfloat16, torch.float32):
         flat, x, positions = flat32.to(dtype), x32.to(dtype), positions32.to(dtype)
         leaf = flat.clone().requires_grad_(True)
         u = stacked.unfold_input(x)
@@ -466,6 +481,7 @@ def stage_cohort(args: argparse.Namespace, device: torch.device) -> None:
     cross_validate(genes, config=config, device=device, on_gene_done=on_gene_done)
     sync(device)
     report(final=True)
+    print_tuned()
 
 
 STAGES = {
@@ -497,10 +513,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--rows", type=int, default=18, help="kernels listed by profile")
     p.add_argument("--variants", nargs="*", default=None,
-                   choices=["fused", "fused-64", "fused-256", "matmul", "compiled", "cat-windows",
+                   choices=["fused", "fused-fixed", "matmul", "compiled", "cat-windows",
                             "grouped"],
-                   help="variants: fused (Triton; -64, -256: rows per program), matmul (unfold "
-                   "windows), compiled (matmul "
+                   help="variants: fused (Triton, tuned), fused-fixed (one tile of 128 rows per "
+                   "program, 4 warps: no tuning), matmul (unfold windows), compiled (matmul "
                    "through torch.compile), cat-windows, grouped (cuDNN grouped convolutions, "
                    "the old CUDA path); all by default")  # fmt: skip
     p.add_argument("--kernels", nargs="*", default=None, choices=list(stacked.KERNELS),

@@ -36,4 +36,4 @@ stage profile 40 profile --genes 8 --epochs 4 --rows 16
 stage agree 75 agree --genes 4
 stage compile 240 variants --genes 24 --epochs 8 --variants matmul compiled
 stage grouped 60 variants --genes 24 --epochs 8 --variants grouped
-stage blocks 90 variants --genes 24 --epochs 8 --variants fused fused-64 fused-256
+stage blocks 90 variants --genes 24 --epochs 8 --variants fused fused-fixed

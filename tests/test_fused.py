@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from dmg_ml.training import batched, fused  # noqa: E402
+from dmg_ml.training import batched, conv_kernels, fused  # noqa: E402
 from dmg_ml.training.batched import FitTask, _choose_kernels, fit_batched  # noqa: E402
 from dmg_ml.training.reference import TrainConfig, init_model, predict, task_seed  # noqa: E402
 from dmg_ml.training.stacked import ParamLayout, matmul_losses, unfold_input  # noqa: E402
@@ -38,8 +38,15 @@ def test_fused_forward_equals_each_module_alone() -> None:
     assert not torch.allclose(got[0], got[1])
 
 
-def test_fused_gradient_equals_autograd_of_the_matmul_path_and_spares_the_padding() -> None:
-    layout, flat, x, positions, _ = packed_rows(seed=3)
+@pytest.mark.parametrize("tiles", [(1024, 1), (16, 2)], ids=["one-tile", "tiles-in-a-loop"])
+def test_fused_gradient_equals_autograd_of_the_matmul_path_and_spares_the_padding(
+    tiles, monkeypatch
+) -> None:
+    """Also with programs that loop over several small tiles and weight-gradient programs that
+    each sum a slice of the rows (as on a GPU)."""
+    monkeypatch.setattr(conv_kernels, "INTERPRETER_TILES", tiles)
+    monkeypatch.setattr(conv_kernels, "WEIGHT_GRAD_PROGRAMS", 6)
+    layout, flat, x, positions, _ = packed_rows(seed=3, n=6 if tiles[1] == 1 else 3)
     y = torch.randn(x.shape[:2])
     weight = torch.full(x.shape[:2], 1 / x.shape[1])
     weight[2, -2:] = 0  # a shorter fold's padding rows

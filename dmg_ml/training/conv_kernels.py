@@ -13,6 +13,9 @@ backward its error, input and output about twice:
 * ``_weight_grad``: ``Σ_rows x[r-1+k]ᵀ e[r]`` and ``Σ_rows e[r]``, each program summing a slice of
   the rows into its own fp32 partial (summed afterwards: deterministic, no atomics).
 
+A program loads its task's weights once and runs over ``TILES`` tiles of rows in a loop that
+Triton can pipeline; tile sizes, persistence and warps are tuned on the GPU (``_TUNED``).
+
 Weights and biases are read from the tasks' parameter rows (stride ``P``) in the ``ParamLayout``
 order ``(C_out, C_in, 3)``; stored widths may be any size, the blocks are the next power of two
 (at least 16, the tensor cores' minimum) with the excess masked; only the blocks are compile-time
@@ -28,9 +31,11 @@ import triton.language as tl
 
 from dmg_ml.models.cnn import NEGATIVE_SLOPE
 
-#: Rows per program on a GPU; on CPU tensors (Triton's interpreter, whose cost is per operation
-#: of each program) as many as make one program per task of the tests' sizes.
-BLOCK_ROWS = {"cuda": 128, "cpu": 1024}
+#: Rows per tile of the weight gradient on a GPU (the row kernels' tiles are tuned: ``_TUNED``).
+WEIGHT_GRAD_BLOCK = 128
+#: (rows per tile, tiles per program) of every kernel on CPU tensors, under Triton's interpreter,
+#: whose cost is per operation of each program: one program per task at the tests' sizes.
+INTERPRETER_TILES = (1024, 1)
 #: Programs the weight gradient aims for (a few waves of an H100/H200's 132 SMs).
 WEIGHT_GRAD_PROGRAMS = 1024
 
@@ -39,103 +44,114 @@ WEIGHT_GRAD_PROGRAMS = 1024
 def _forward(
     x_ptr, w_ptr, b_ptr, res_ptr, pos_ptr, out_ptr, R, L, P,
     CIN, COUT, BCI: tl.constexpr, BCO: tl.constexpr,
-    HAS_RES: tl.constexpr, HAS_POS: tl.constexpr, BLOCK: tl.constexpr, SLOPE: tl.constexpr,
-    PRECISION: tl.constexpr,
+    HAS_RES: tl.constexpr, HAS_POS: tl.constexpr, SLOPE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK: tl.constexpr, TILES: tl.constexpr,
 ):  # fmt: skip
+    """Each program: ``TILES`` consecutive tiles of ``BLOCK`` rows of one task (the weights
+    loaded once)."""
     t = tl.program_id(1).to(tl.int64)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < R
-    pos = rows % L
-    ci, co = tl.arange(0, BCI).to(tl.int64), tl.arange(0, BCO).to(tl.int64)
+    ci, co = tl.arange(0, BCI), tl.arange(0, BCO)
     ci_ok, co_ok = ci < CIN, co < COUT
-    x_base, w_base = x_ptr + t * R * CIN, w_ptr + t * P
-    acc = tl.zeros((BLOCK, BCO), dtype=tl.float32)
-    for k in tl.static_range(3):
-        ok = row_ok & (pos + k - 1 >= 0) & (pos + k - 1 < L)
-        xk = tl.load(x_base + (rows + k - 1)[:, None] * CIN + ci[None, :],
-                     mask=ok[:, None] & ci_ok[None, :], other=0.0)  # fmt: skip
-        wk = tl.load(w_base + (co[None, :] * CIN + ci[:, None]) * 3 + k,
-                     mask=ci_ok[:, None] & co_ok[None, :], other=0.0)  # fmt: skip
-        acc += tl.dot(xk, wk, input_precision=PRECISION)
-    acc += tl.load(b_ptr + t * P + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
-    if HAS_POS:
-        acc *= tl.load(pos_ptr + t * L + pos, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-    out_off = t * R * COUT + rows[:, None] * COUT + co[None, :]
-    out_ok = row_ok[:, None] & co_ok[None, :]
-    if HAS_RES:
-        acc += tl.load(res_ptr + out_off, mask=out_ok, other=0.0).to(tl.float32)
-    acc = tl.where(acc > 0, acc, acc * SLOPE)
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
+    x_base, out_base, w_base = x_ptr + t * R * CIN, out_ptr + t * R * COUT, w_ptr + t * P
+    w_off = (co[None, :] * CIN + ci[:, None]) * 3
+    w_ok = ci_ok[:, None] & co_ok[None, :]
+    w0 = tl.load(w_base + w_off, mask=w_ok, other=0.0)
+    w1 = tl.load(w_base + w_off + 1, mask=w_ok, other=0.0)
+    w2 = tl.load(w_base + w_off + 2, mask=w_ok, other=0.0)
+    bias = tl.load(b_ptr + t * P + co, mask=co_ok, other=0.0).to(tl.float32)
+    for i in range(TILES):
+        rows = (tl.program_id(0) * TILES + i) * BLOCK + tl.arange(0, BLOCK)
+        row_ok = rows < R
+        pos = rows % L
+        x_ok = row_ok[:, None] & ci_ok[None, :]
+        x = x_base + rows[:, None] * CIN + ci[None, :]
+        x0 = tl.load(x - CIN, mask=x_ok & (pos >= 1)[:, None], other=0.0)
+        x1 = tl.load(x, mask=x_ok, other=0.0)
+        x2 = tl.load(x + CIN, mask=x_ok & (pos + 1 < L)[:, None], other=0.0)
+        acc = tl.dot(x0, w0, input_precision=PRECISION)
+        acc = tl.dot(x1, w1, acc, input_precision=PRECISION)
+        acc = tl.dot(x2, w2, acc, input_precision=PRECISION) + bias[None, :]
+        if HAS_POS:
+            acc *= tl.load(pos_ptr + t * L + pos, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        out_off = rows[:, None] * COUT + co[None, :]
+        out_ok = row_ok[:, None] & co_ok[None, :]
+        if HAS_RES:
+            acc += tl.load(res_ptr + t * R * COUT + out_off, mask=out_ok, other=0.0).to(tl.float32)
+        acc = tl.where(acc > 0, acc, acc * SLOPE)
+        tl.store(out_base + out_off, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
 
 
 @triton.jit
 def _input_error(
     e_ptr, w_ptr, x_ptr, extra_ptr, pos_ptr, out_ptr, R, L, P,
     CIN, COUT, BCI: tl.constexpr, BCO: tl.constexpr,
-    HAS_EXTRA: tl.constexpr, HAS_POS: tl.constexpr, BLOCK: tl.constexpr, SLOPE: tl.constexpr,
-    PRECISION: tl.constexpr,
+    HAS_EXTRA: tl.constexpr, HAS_POS: tl.constexpr, SLOPE: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr,
 ):  # fmt: skip
     t = tl.program_id(1).to(tl.int64)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    row_ok = rows < R
-    pos = rows % L
-    ci, co = tl.arange(0, BCI).to(tl.int64), tl.arange(0, BCO).to(tl.int64)
+    ci, co = tl.arange(0, BCI), tl.arange(0, BCO)
     ci_ok, co_ok = ci < CIN, co < COUT
     e_base, w_base = e_ptr + t * R * COUT, w_ptr + t * P
-    acc = tl.zeros((BLOCK, BCI), dtype=tl.float32)
-    for k in tl.static_range(3):
-        ok = row_ok & (pos + 1 - k >= 0) & (pos + 1 - k < L)
-        ek = tl.load(e_base + (rows + 1 - k)[:, None] * COUT + co[None, :],
-                     mask=ok[:, None] & co_ok[None, :], other=0.0)  # fmt: skip
-        wk = tl.load(w_base + (co[:, None] * CIN + ci[None, :]) * 3 + k,
-                     mask=co_ok[:, None] & ci_ok[None, :], other=0.0)  # fmt: skip
-        acc += tl.dot(ek, wk, input_precision=PRECISION)
-    off = t * R * CIN + rows[:, None] * CIN + ci[None, :]
-    ok = row_ok[:, None] & ci_ok[None, :]
-    if HAS_EXTRA:
-        acc += tl.load(extra_ptr + off, mask=ok, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
-    acc = tl.where(x > 0, acc, acc * SLOPE)
-    if HAS_POS:
-        acc *= tl.load(pos_ptr + t * L + pos, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-    tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=ok)
+    w_off = (co[:, None] * CIN + ci[None, :]) * 3
+    w_ok = co_ok[:, None] & ci_ok[None, :]
+    w0 = tl.load(w_base + w_off, mask=w_ok, other=0.0)
+    w1 = tl.load(w_base + w_off + 1, mask=w_ok, other=0.0)
+    w2 = tl.load(w_base + w_off + 2, mask=w_ok, other=0.0)
+    for i in range(TILES):
+        rows = (tl.program_id(0) * TILES + i) * BLOCK + tl.arange(0, BLOCK)
+        row_ok = rows < R
+        pos = rows % L
+        e_ok = row_ok[:, None] & co_ok[None, :]
+        e = e_base + rows[:, None] * COUT + co[None, :]
+        # y[r] = Σ_k x[r-1+k]·W_k, so x[r] meets e[r+1] through W_0 and e[r-1] through W_2.
+        e0 = tl.load(e + COUT, mask=e_ok & (pos + 1 < L)[:, None], other=0.0)
+        e1 = tl.load(e, mask=e_ok, other=0.0)
+        e2 = tl.load(e - COUT, mask=e_ok & (pos >= 1)[:, None], other=0.0)
+        acc = tl.dot(e0, w0, input_precision=PRECISION)
+        acc = tl.dot(e1, w1, acc, input_precision=PRECISION)
+        acc = tl.dot(e2, w2, acc, input_precision=PRECISION)
+        off = t * R * CIN + rows[:, None] * CIN + ci[None, :]
+        ok = row_ok[:, None] & ci_ok[None, :]
+        if HAS_EXTRA:
+            acc += tl.load(extra_ptr + off, mask=ok, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
+        acc = tl.where(x > 0, acc, acc * SLOPE)
+        if HAS_POS:
+            acc *= tl.load(pos_ptr + t * L + pos, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def _weight_grad(
-    x_ptr, e_ptr, part_ptr, R, L, SPAN, SPLITS,
+    x_ptr, e_ptr, part_ptr, R, L, SPLITS,
     CIN, COUT, BCI: tl.constexpr, BCO: tl.constexpr,
-    BLOCK: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK: tl.constexpr, TILES: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    s = tl.program_id(0).to(tl.int64)
+    """Each program sums ``TILES`` consecutive tiles of ``BLOCK`` rows of one task."""
+    s = tl.program_id(0)
     t = tl.program_id(1).to(tl.int64)
-    ci, co = tl.arange(0, BCI).to(tl.int64), tl.arange(0, BCO).to(tl.int64)
+    ci, co = tl.arange(0, BCI), tl.arange(0, BCO)
     ci_ok, co_ok = ci < CIN, co < COUT
     x_base, e_base = x_ptr + t * R * CIN, e_ptr + t * R * COUT
     acc0 = tl.zeros((BCI, BCO), dtype=tl.float32)
     acc1 = tl.zeros((BCI, BCO), dtype=tl.float32)
     acc2 = tl.zeros((BCI, BCO), dtype=tl.float32)
     bias = tl.zeros((BCO,), dtype=tl.float32)
-    start = s * SPAN
-    while start < s * SPAN + SPAN:  # SPAN: a multiple of BLOCK
-        rows = start + tl.arange(0, BLOCK)
+    for i in range(TILES):
+        rows = (s * TILES + i) * BLOCK + tl.arange(0, BLOCK)
         row_ok = rows < R
         pos = rows % L
         e = tl.load(e_base + rows[:, None] * COUT + co[None, :],
                     mask=row_ok[:, None] & co_ok[None, :], other=0.0)  # fmt: skip
         bias += tl.sum(e.to(tl.float32), axis=0)
-        ok0 = row_ok & (pos >= 1)
-        ok2 = row_ok & (pos + 1 < L)
-        x0 = tl.load(x_base + (rows - 1)[:, None] * CIN + ci[None, :],
-                     mask=ok0[:, None] & ci_ok[None, :], other=0.0)  # fmt: skip
-        x1 = tl.load(x_base + rows[:, None] * CIN + ci[None, :],
-                     mask=row_ok[:, None] & ci_ok[None, :], other=0.0)  # fmt: skip
-        x2 = tl.load(x_base + (rows + 1)[:, None] * CIN + ci[None, :],
-                     mask=ok2[:, None] & ci_ok[None, :], other=0.0)  # fmt: skip
-        acc0 += tl.dot(tl.trans(x0), e, input_precision=PRECISION)
-        acc1 += tl.dot(tl.trans(x1), e, input_precision=PRECISION)
-        acc2 += tl.dot(tl.trans(x2), e, input_precision=PRECISION)
-        start += BLOCK
+        x_ok = row_ok[:, None] & ci_ok[None, :]
+        x = x_base + rows[:, None] * CIN + ci[None, :]
+        x0 = tl.load(x - CIN, mask=x_ok & (pos >= 1)[:, None], other=0.0)
+        x1 = tl.load(x, mask=x_ok, other=0.0)
+        x2 = tl.load(x + CIN, mask=x_ok & (pos + 1 < L)[:, None], other=0.0)
+        acc0 = tl.dot(tl.trans(x0), e, acc0, input_precision=PRECISION)
+        acc1 = tl.dot(tl.trans(x1), e, acc1, input_precision=PRECISION)
+        acc2 = tl.dot(tl.trans(x2), e, acc2, input_precision=PRECISION)
     part = part_ptr + (t * SPLITS + s) * (COUT * CIN * 3 + COUT)
     w_off = (co[None, :] * CIN + ci[:, None]) * 3
     w_ok = ci_ok[:, None] & co_ok[None, :]
@@ -145,6 +161,31 @@ def _weight_grad(
     tl.store(part + COUT * CIN * 3 + co, bias, mask=co_ok)
 
 
+#: The row kernels' choices on a GPU, ``(rows per tile, tiles per program, warps)``: few, as each
+#: is compiled and timed at the first launch for every pair of channel blocks.
+ROW_CONFIGS = ((128, 1, 4), (128, 4, 4), (128, 4, 8), (64, 4, 4))
+#: The weight gradient's warps.
+WEIGHT_GRAD_WARPS = (4, 8)
+
+
+def tuned_kernels(row_configs=ROW_CONFIGS, weight_grad_warps=WEIGHT_GRAD_WARPS) -> dict:
+    """The kernels as ``triton.autotune`` runs them on a GPU: each choice timed at the first
+    launch for a pair of channel blocks, the fastest kept for the process."""
+    rows = [
+        triton.Config({"BLOCK": block, "TILES": tiles}, num_warps=warps, num_stages=3)
+        for block, tiles, warps in row_configs
+    ]
+    weight = [triton.Config({}, num_warps=w, num_stages=3) for w in weight_grad_warps]
+    return {
+        "forward": triton.autotune(rows, key=["BCI", "BCO"])(_forward),
+        "input_error": triton.autotune(rows, key=["BCI", "BCO"])(_input_error),
+        "weight_grad": triton.autotune(weight, key=["BCI", "BCO", "TILES"])(_weight_grad),
+    }
+
+
+_TUNED = tuned_kernels()
+
+
 def _block(width: int) -> int:
     return max(16, triton.next_power_of_2(width))
 
@@ -152,6 +193,17 @@ def _block(width: int) -> int:
 def _precision(dtype: torch.dtype) -> str:
     """Exact fp32 products for fp32 tensors (the CPU tests); bf16 needs no choice."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _launch(name: str, kernel, rows: int, tasks: int, device: torch.device, *args) -> None:
+    """A row kernel over ``rows`` rows of ``tasks`` tasks: tuned on a GPU, ``INTERPRETER_TILES``
+    under the interpreter."""
+    if device.type == "cuda":
+        grid = lambda meta: (triton.cdiv(rows, meta["BLOCK"] * meta["TILES"]), tasks)  # noqa: E731
+        _TUNED[name][grid](*args)
+        return
+    block, tiles = INTERPRETER_TILES
+    kernel[(triton.cdiv(rows, block * tiles), tasks)](*args, BLOCK=block, TILES=tiles)
 
 
 def conv_forward(
@@ -168,13 +220,11 @@ def conv_forward(
     tasks, rows, c_in = x.shape
     c_out = b.shape[1]
     out = torch.empty((tasks, rows, c_out), dtype=x.dtype, device=x.device)
-    block = BLOCK_ROWS[x.device.type]
-    grid = (triton.cdiv(rows, block), tasks)
-    _forward[grid](
+    _launch(
+        "forward", _forward, rows, tasks, x.device,
         x, w, b, x if residual is None else residual, x if positions is None else positions, out,
         rows, length, w.stride(0), c_in, c_out, _block(c_in), _block(c_out),
-        residual is not None, positions is not None, block, NEGATIVE_SLOPE,
-        _precision(x.dtype),
+        residual is not None, positions is not None, NEGATIVE_SLOPE, _precision(x.dtype),
     )  # fmt: skip
     return out
 
@@ -192,13 +242,11 @@ def input_error(
     tasks, rows, c_in = x.shape
     c_out = e.shape[2]
     out = torch.empty_like(x)
-    block = BLOCK_ROWS[x.device.type]
-    grid = (triton.cdiv(rows, block), tasks)
-    _input_error[grid](
+    _launch(
+        "input_error", _input_error, rows, tasks, x.device,
         e, w, x, x if extra is None else extra, x if positions is None else positions, out,
         rows, length, w.stride(0), c_in, c_out, _block(c_in), _block(c_out),
-        extra is not None, positions is not None, block, NEGATIVE_SLOPE,
-        _precision(x.dtype),
+        extra is not None, positions is not None, NEGATIVE_SLOPE, _precision(x.dtype),
     )  # fmt: skip
     return out
 
@@ -208,15 +256,16 @@ def weight_grad(x: torch.Tensor, e: torch.Tensor, length: int) -> tuple[torch.Te
     ``(T, C_out)`` of the biases, of a layer with input ``x`` and error ``e``."""
     tasks, rows, c_in = x.shape
     c_out = e.shape[2]
-    block = BLOCK_ROWS[x.device.type]
-    splits = max(1, min(triton.cdiv(rows, 4 * block), WEIGHT_GRAD_PROGRAMS // tasks))
-    span = triton.cdiv(triton.cdiv(rows, splits), block) * block
-    splits = triton.cdiv(rows, span)
+    block = WEIGHT_GRAD_BLOCK if x.device.type == "cuda" else INTERPRETER_TILES[0]
+    blocks = triton.cdiv(rows, block)
+    tiles = triton.next_power_of_2(triton.cdiv(blocks, max(1, WEIGHT_GRAD_PROGRAMS // tasks)))
+    splits = triton.cdiv(blocks, tiles)
     size = c_out * c_in * 3
     part = torch.empty((tasks, splits, size + c_out), dtype=torch.float32, device=x.device)
-    _weight_grad[(splits, tasks)](
-        x, e, part, rows, length, span, splits, c_in, c_out, _block(c_in), _block(c_out),
-        block, _precision(x.dtype), num_warps=8,
+    kernel = _TUNED["weight_grad"] if x.device.type == "cuda" else _weight_grad
+    kernel[(splits, tasks)](
+        x, e, part, rows, length, splits, c_in, c_out, _block(c_in), _block(c_out),
+        block, tiles, _precision(x.dtype),
     )  # fmt: skip
     total = part.sum(dim=1)
     return total[:, :size], total[:, size:]
