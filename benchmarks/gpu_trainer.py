@@ -407,7 +407,7 @@ def stage_check(args: argparse.Namespace, device: torch.device) -> None:
     lengths = args.lengths or [int(x) for x in synthetic_lengths(3, 1_000_000)]
     n = 32
     models = [init_model(length, "adaptive", s) for s, length in enumerate(lengths)]
-    layout = stacked.ParamLayout(max(lengths), "adaptive", align=stacked.MATMUL_ALIGN)
+    layout = stacked.ParamLayout(max(lengths), "adaptive", align=stacked.FUSED_ALIGN)
     flat32 = torch.stack([layout.to_row(m.state_dict()) for m in models]).to(device)
     x32 = torch.zeros(len(lengths), n, max(lengths))
     for t, length in enumerate(lengths):

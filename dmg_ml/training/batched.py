@@ -73,14 +73,13 @@ from dmg_ml.models.cnn import channel_widths, parameter_count
 from dmg_ml.training.reference import TrainConfig, TrainResult, init_model, model_from_state
 from dmg_ml.training.stacked import (
     KERNELS,
-    MATMUL_ALIGN,
-    PACKING_KERNELS,
     Kernels,
     ParamLayout,
     check_packing,
     compiled_matmul_losses,
     forward_grouped,
     forward_single,
+    kernel_align,
     matmul_losses,
     round_up,
     sample_chunks,
@@ -311,7 +310,7 @@ class _Group:
         n = max(len(t.y_train) for t in tasks)
         c1, _ = channel_widths(length, config.channels)
         self.kernels = _choose_kernels(length, c1, n, device, kernels, packed)
-        align = MATMUL_ALIGN if self.kernels in PACKING_KERNELS else 1
+        align = kernel_align(self.kernels)
         self.layout = ParamLayout(length, config.channels, align)
         self.config, self.check_every, self.ids = config, check_every, list(ids)
         self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32

@@ -25,11 +25,19 @@ CHUNK_ROWS = 8192
 #: The matmul kernels' alignment: channel widths, parameter offsets and sample counts are
 #: rounded up to multiples of it (bfloat16 tensor cores want 16-byte aligned matrices).
 MATMUL_ALIGN = 8
+#: The fused Triton kernels' alignment: Triton specialises integer arguments that are multiples
+#: of 16, and only then knows that a row's channels can be loaded and stored in 16-byte vectors.
+FUSED_ALIGN = 16
 #: How a stack of tasks runs (``stacked_forward``; ``fused``: ``dmg_ml.training.fused``).
 Kernels = Literal["grouped", "looped", "matmul", "fused"]
 KERNELS: tuple[Kernels, ...] = get_args(Kernels)
 #: The kernels that take windows of unequal length packed into one layout.
 PACKING_KERNELS: tuple[Kernels, ...] = ("matmul", "fused")
+
+
+def kernel_align(kernels: Kernels) -> int:
+    """What ``kernels`` round channel widths, parameter offsets and sample counts up to."""
+    return {"matmul": MATMUL_ALIGN, "fused": FUSED_ALIGN}.get(kernels, 1)
 
 
 def check_packing(kernels: Kernels) -> None:
