@@ -213,7 +213,10 @@ def traffic_per_task_epoch(
     tasks: list[FitTask], precision: str, device: torch.device, kernels: str | None = None
 ) -> float:
     """Traffic-model bytes of one task-epoch (two epochs minus one, per task); the fused
-    kernels' launches count their tensor inputs (their outputs are counted where allocated)."""
+    kernels' launches count their tensor inputs (their outputs are counted where allocated).
+    A first, uncounted epoch compiles and tunes for this group size, so the tuner's own work
+    (timing runs, cache flushes) is not counted."""
+    fit_batched(tasks, fixed(1, precision), device, kernels=kernels)
     counted = []
     for epochs in (1, 2):
         with Traffic(device) as mode, _counting_launches(mode):
@@ -398,6 +401,25 @@ def stage_agree(args: argparse.Namespace, device: torch.device) -> None:
     print(f"mean |ΔR²| {np.mean(delta):.4f}, max {np.max(delta):.4f} (budget: mean 0.01)")
 
 
+def stage_warm(args: argparse.Namespace, device: torch.device) -> None:
+    """Compile and tune every kernel the other stages use, once per machine (Triton caches both
+    on disk): one epoch of ``--genes`` genes' folds at each length, per ``--kernels`` choice,
+    and the same for a single task (the weight gradient is tuned per rows per program)."""
+    lengths = args.lengths or synthetic_lengths(5, 1_000_000)
+    for length in lengths:
+        tasks = fold_tasks(simulate_cohort(args.samples, [length] * args.genes, seed=length))
+        for kernels in args.kernels:
+            for group in (tasks, tasks[:1], tasks[:5]):
+                seconds = timed(
+                    lambda group=group, kernels=kernels: fit_batched(
+                        group, fixed(1, args.precision), device, kernels=kernels
+                    ),
+                    device,
+                )  # fmt: skip
+                print(f"L={length}, {kernels}, {len(group)} tasks: {seconds:.1f} s", flush=True)
+    print_tuned()
+
+
 def stage_check(args: argparse.Namespace, device: torch.device) -> None:
     """The fused kernels against the matmul path's autograd on this device, on windows of the
     length quantiles packed into one group: predictions and gradients in fp32 and bf16, as max
@@ -485,6 +507,7 @@ def stage_cohort(args: argparse.Namespace, device: torch.device) -> None:
 
 
 STAGES = {
+    "warm": stage_warm,
     "check": stage_check,
     "speed": stage_speed,
     "profile": stage_profile,

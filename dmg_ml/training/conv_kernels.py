@@ -25,6 +25,8 @@ Triton's interpreter (``TRITON_INTERPRET=1``), which is how the tests check them
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import triton
 import triton.language as tl
@@ -170,16 +172,20 @@ WEIGHT_GRAD_WARPS = (4, 8)
 
 def tuned_kernels(row_configs=ROW_CONFIGS, weight_grad_warps=WEIGHT_GRAD_WARPS) -> dict:
     """The kernels as ``triton.autotune`` runs them on a GPU: each choice timed at the first
-    launch for a pair of channel blocks, the fastest kept for the process."""
+    launch for a pair of channel blocks, the fastest kept, and its timings cached on disk with
+    Triton's compiled kernels, so later processes on the machine (a run per partition) neither
+    compile nor tune again. Compiling and tuning took about 40 s of a process's first minute
+    on an H200 (issue 10's note)."""
     rows = [
         triton.Config({"BLOCK": block, "TILES": tiles}, num_warps=warps, num_stages=3)
         for block, tiles, warps in row_configs
     ]
     weight = [triton.Config({}, num_warps=w, num_stages=3) for w in weight_grad_warps]
+    tune = partial(triton.autotune, cache_results=True)
     return {
-        "forward": triton.autotune(rows, key=["BCI", "BCO"])(_forward),
-        "input_error": triton.autotune(rows, key=["BCI", "BCO"])(_input_error),
-        "weight_grad": triton.autotune(weight, key=["BCI", "BCO", "TILES"])(_weight_grad),
+        "forward": tune(rows, key=["BCI", "BCO"])(_forward),
+        "input_error": tune(rows, key=["BCI", "BCO"])(_input_error),
+        "weight_grad": tune(weight, key=["BCI", "BCO", "TILES"])(_weight_grad),
     }
 
 
