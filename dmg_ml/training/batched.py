@@ -38,15 +38,16 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
   |ΔR²| of pooled honest R² per gene is 0.0028 (max 0.0064), inside the 0.01 budget. At large L
   the reference's fp32 kernels run near this CPU's fp32 peak (~190 GFLOP/s at L=723) and the fast
   trainer at about half its bf16 matmul peak (~930), so ~4.5x is the ceiling here.
-* **On a GPU: batched matmuls and packing** (``kernels="matmul"``). cuDNN's grouped
-  convolutions ran no faster than the reference loop on a GPU (an earlier session), so a
-  convolution is a batched matmul on ``(x[l-1], x[l], x[l+1])`` windows of ``(T, N, L, C)``
-  activations, with the samples cut into chunks (``_chunked_matmul``) so a task's weight
-  gradient is not one thread block's long reduction. Tasks of nearby window lengths share a
-  group (``task_groups``, 10 % slack on CUDA): shorter windows are zero-padded and masked after
-  every convolution, narrower channels padded, widths and offsets aligned to 8
-  (``ParamLayout``); padding gets exactly zero gradient. Measured on an H200: 2-4x the
-  reference loop, memory-bound (issue 10's note).
+* **On a GPU: fused Triton kernels and packing** (``kernels="fused"``, the CUDA default where
+  Triton is installed, as it is with CUDA builds of PyTorch). Each convolution of the trunk is
+  one kernel forward and two backward (``dmg_ml.training.fused``, ``conv_kernels``): shifted rows
+  read in place, bias, mask, residual and LeakyReLU in the epilogue, the backward written out by
+  hand, weight gradients in fp32; tile sizes tuned per machine by ``triton.autotune``. Tasks of
+  nearby window lengths share a group (``task_groups``, 10 % slack on CUDA): shorter windows are
+  zero-padded and masked after every convolution, narrower channels padded, widths and offsets
+  aligned (``kernel_align``); padding gets exactly zero gradient. Measured on an H200 (issue
+  10's note): 35x the reference loop per gene-fold-epoch at L=215, where batched matmuls on
+  windows (``kernels="matmul"``, the fallback without Triton) gave 7x.
 * **Padding and masks.** Folds of unequal size are zero-padded to the largest; each task's loss
   is a weighted sum with weight ``1/n_t`` on its real rows and 0 on padding, so its gradient is its
   own mean-squared-error gradient.
