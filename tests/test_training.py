@@ -13,6 +13,7 @@ from dmg_ml.training.batched import (
     _Group,
     _train_epoch,
     fit_batched,
+    initial_rows,
     task_bytes,
     task_groups,
 )
@@ -97,6 +98,39 @@ def test_reference_continues_from_a_given_model() -> None:
     )
     assert result.model is model
     assert not torch.equal(start["fc1.weight"], model.fc1.weight)
+
+
+@pytest.mark.parametrize(
+    ("length", "layout_length", "channels", "align"),
+    [(30, 30, "adaptive", 1), (23, 30, "adaptive", 8), (438, 470, "adaptive", 16),
+     (5, 9, "adaptive", 16), (40, 44, "fixed", 8)],
+)  # fmt: skip
+def test_initial_row_draws_init_models_weights_to_the_bit(
+    length, layout_length, channels, align
+) -> None:
+    layout = ParamLayout(layout_length, channels, align)
+    expected = layout.to_row(init_model(length, channels, seed=7).state_dict())
+    state = torch.random.get_rng_state()
+    assert torch.equal(layout.initial_row(length, seed=7), expected)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    assert not torch.equal(layout.initial_row(length, seed=8), expected)
+
+
+def test_initial_rows_in_threads_and_prefetched_groups_change_nothing() -> None:
+    tasks = packed_tasks() + packed_tasks(1)
+    tasks[1].init_state = init_model(PACKED[1], "adaptive", 99).state_dict()
+    layout = ParamLayout(max(PACKED), "adaptive", align=8)
+    one = initial_rows(layout, tasks, workers=1)
+    assert torch.equal(initial_rows(layout, tasks, workers=3), one)
+    assert torch.equal(one[1], layout.to_row(tasks[1].init_state))
+    config = TrainConfig(max_epochs=8, patience=3)
+    plain = fit_batched(tasks, config, prefetch=False)
+    ahead = fit_batched(tasks, config, prefetch=True)
+    assert len(task_groups(tasks, "adaptive")) == 3
+    for a, b in zip(plain, ahead, strict=True):
+        assert (a.epochs_run, a.best_epoch) == (b.epochs_run, b.best_epoch)
+        for name, value in a.model.state_dict().items():
+            assert torch.equal(value, b.model.state_dict()[name]), name
 
 
 def test_layout_round_trip_and_stacked_forward_match_the_module() -> None:

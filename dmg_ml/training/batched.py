@@ -65,13 +65,14 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from dmg_ml.models.cnn import channel_widths, parameter_count
-from dmg_ml.training.reference import TrainConfig, TrainResult, init_model, model_from_state
+from dmg_ml.training.reference import TrainConfig, TrainResult, model_from_state
 from dmg_ml.training.stacked import (
     KERNELS,
     Kernels,
@@ -290,9 +291,10 @@ class _EarlyStopping:
 class _Group:
     """The live state of one batch of tasks trained as one stacked model.
 
-    ``flat`` (fp32 master weights), ``grad`` and the Adam state are ``(T, P)`` buffers updated in
-    place; ``compute`` is ``flat`` itself in fp32, or its bfloat16 copy refreshed when stale.
-    Windows shorter than the longest are packed with ``positions`` masks (matmul kernels only).
+    ``flat`` (fp32 master weights, from ``rows``: default ``initial_rows``), ``grad`` and the Adam
+    state are ``(T, P)`` buffers updated in place; ``compute`` is ``flat`` itself in fp32, or its
+    bfloat16 copy refreshed when stale. Windows shorter than the longest are packed with
+    ``positions`` masks (matmul and fused kernels only).
     """
 
     def __init__(
@@ -304,18 +306,18 @@ class _Group:
         check_every: int,
         kernels: Kernels | None = None,
         compiled: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> None:
         self.lengths = np.array([t.X_train.shape[1] for t in tasks])
         length = int(self.lengths.max())
         packed = bool((self.lengths < length).any())
-        n = max(len(t.y_train) for t in tasks)
-        c1, _ = channel_widths(length, config.channels)
-        self.kernels = _choose_kernels(length, c1, n, device, kernels, packed)
+        self.kernels, self.layout = _plan(tasks, config, device, kernels)
         align = kernel_align(self.kernels)
-        self.layout = ParamLayout(length, config.channels, align)
         self.config, self.check_every, self.ids = config, check_every, list(ids)
         self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
-        self.flat = torch.stack([self._initial_row(task) for task in tasks]).to(device)
+        if rows is None:
+            rows = initial_rows(self.layout, tasks)
+        self.flat = rows.to(device)
         self.grad = torch.zeros_like(self.flat)
         self.compute = self.flat if self.dtype == torch.float32 else self.flat.to(self.dtype)
         self.train = _StackedData(
@@ -332,13 +334,6 @@ class _Group:
             own = torch.arange(length) < torch.as_tensor(self.lengths).unsqueeze(1)
             self.positions = own.to(device, self.dtype).view(len(tasks), 1, length, 1)
         self.losses_fn = compiled_matmul_losses() if compiled else matmul_losses
-
-    def _initial_row(self, task: FitTask) -> torch.Tensor:
-        state = task.init_state
-        if state is None:
-            length = task.X_train.shape[1]
-            state = init_model(length, self.config.channels, task.seed).state_dict()
-        return self.layout.to_row(state)
 
     def running(self) -> torch.Tensor | None:
         """Device mask of the tasks still running, or None where stopped tasks may go on
@@ -405,6 +400,43 @@ class _Group:
             self.positions = self.positions[keep]
         for part in (self.train, self.valid, self.adam, self.stopping):
             part.select(keep)
+
+
+def _plan(
+    tasks: Sequence[FitTask], config: TrainConfig, device: torch.device, kernels: Kernels | None
+) -> tuple[Kernels, ParamLayout]:
+    """The kernels a group of ``tasks`` runs on and its parameter layout."""
+    lengths = [t.X_train.shape[1] for t in tasks]
+    length = max(lengths)
+    n = max(len(t.y_train) for t in tasks)
+    c1, _ = channel_widths(length, config.channels)
+    chosen = _choose_kernels(length, c1, n, device, kernels, min(lengths) < length)
+    return chosen, ParamLayout(length, config.channels, kernel_align(chosen))
+
+
+def initial_rows(
+    layout: ParamLayout, tasks: Sequence[FitTask], workers: int | None = None
+) -> torch.Tensor:
+    """The tasks' starting rows ``(T, P)`` on the host: each ``init_state`` where given, else
+    drawn from the task's seed (``ParamLayout.initial_row``, the weights ``init_model`` gives),
+    ``workers`` tasks at a time (default: torch's CPU threads), each with its own generator."""
+    rows = torch.zeros(len(tasks), layout.size)
+
+    def fill(t: int) -> None:
+        task = tasks[t]
+        if task.init_state is None:
+            layout.initial_row(task.X_train.shape[1], task.seed, out=rows[t])
+        else:
+            rows[t] = layout.to_row(task.init_state)
+
+    workers = min(len(tasks), workers or torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fill, range(len(tasks))))
+    else:
+        for t in range(len(tasks)):
+            fill(t)
+    return rows
 
 
 def _leaves(layout: ParamLayout, compute: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -526,6 +558,7 @@ def fit_batched(
     length_slack: float | None = None,
     memory_budget: int | None = None,
     compiled: bool = False,
+    prefetch: bool | None = None,
 ) -> list[TrainResult]:
     """Train every task and return one ``TrainResult`` per task, in order.
 
@@ -536,8 +569,10 @@ def fit_batched(
     bytes by ``task_bytes`` (default: 40 % of the free memory on CUDA, unbounded on CPU).
     ``check_every`` is how often (in epochs) the host looks at early stopping (default 1 on CPU,
     10 on CUDA); ``kernels`` forces a way to run the stack (default: by device and size, see
-    ``_choose_kernels``); ``compiled`` runs the matmul kernels through ``torch.compile``. None
-    of these changes the results beyond floating-point rounding.
+    ``_choose_kernels``); ``compiled`` runs the matmul kernels through ``torch.compile``;
+    ``prefetch`` draws the next group's initial weights on the host while a group trains
+    (default: on CUDA, where the GPU would otherwise wait for them). None of these changes the
+    results beyond floating-point rounding.
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -545,11 +580,24 @@ def fit_batched(
     slack = (0.1 if cuda else 0.0) if length_slack is None else length_slack
     if memory_budget is None and cuda:
         memory_budget = gpu_memory_budget(device)
-    out: dict[int, TrainResult] = {}
-    for chunk in task_groups(tasks, config.channels, slack, max_tasks, memory_budget):
+    prefetch = cuda if prefetch is None else prefetch
+    groups = task_groups(tasks, config.channels, slack, max_tasks, memory_budget)
+
+    def host_rows(chunk: list[int]) -> torch.Tensor:
         chosen = [tasks[i] for i in chunk]
-        group = _Group(chosen, chunk, config, device, check_every, kernels, compiled)
-        _run_group(group, out)
+        return initial_rows(_plan(chosen, config, device, kernels)[1], chosen)
+
+    out: dict[int, TrainResult] = {}
+    with ThreadPoolExecutor(1) as ahead:
+        upcoming = None
+        for i, chunk in enumerate(groups):
+            rows = upcoming.result() if upcoming is not None else None
+            upcoming = None
+            if prefetch and i + 1 < len(groups):
+                upcoming = ahead.submit(host_rows, groups[i + 1])
+            chosen = [tasks[j] for j in chunk]
+            group = _Group(chosen, chunk, config, device, check_every, kernels, compiled, rows)
+            _run_group(group, out)
     return [out[i] for i in range(len(tasks))]
 
 

@@ -16,6 +16,7 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE, AdaptiveRegressionCNN
 
@@ -124,6 +125,34 @@ class ParamLayout:
                 block = block.transpose(1, 2).reshape(block.shape[0], -1)
             state[name] = block.clone()
         return state
+
+
+    def initial_row(
+        self, input_size: int, seed: int, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``to_row(init_model(input_size, channels, seed).state_dict())``, drawn straight into
+        the row ``out`` (zeros; default a new one): PyTorch's default initialisation of every
+        ``Conv1d`` and ``Linear`` (what their ``reset_parameters`` does: kaiming-uniform weights
+        with ``a=√5``, biases uniform in ±1/√fan_in), in the module's parameter order, from a
+        generator seeded with ``seed``, so the values are the same to the bit (a test holds it to
+        that). No module is built and the global RNG is not touched, so tasks can be drawn in
+        threads of their own."""
+        generator = torch.Generator().manual_seed(seed)
+        row = torch.zeros(self.size) if out is None else out
+        views = self.views(row)
+        bound = 0.0
+        for name, shape in _stored_shapes(input_size, self.channels).items():
+            if name.endswith(".weight"):
+                own = (shape[0], shape[1] * shape[2]) if name == FC1 else shape
+                value = nn.init.kaiming_uniform_(torch.empty(own), a=math.sqrt(5),
+                                                 generator=generator)  # fmt: skip
+                bound = 1 / math.sqrt(value[0].numel())
+                if name == FC1:
+                    value = value.view(shape[0], shape[2], shape[1]).transpose(1, 2)
+            else:
+                value = nn.init.uniform_(torch.empty(shape), -bound, bound, generator=generator)
+            views[name].view(self.shapes[name])[_corner(value.shape)] = value
+        return row
 
 
 def _corner(shape: Sequence[int]) -> tuple[slice, ...]:
