@@ -3,8 +3,10 @@
 ``ParamLayout`` places each task's parameters in a row of a flat ``(T, P)`` buffer, its shapes
 read off ``AdaptiveRegressionCNN`` itself; the forward passes compute every task's predictions
 from such rows with ``grouped`` convolutions, tasks ``looped`` one by one, or batched ``matmul``s
-(the GPU's, which also take windows of unequal length packed into one layout). The trainer that
-updates the rows is ``dmg_ml.training.batched``; its docstring says why each choice was made.
+(the GPU's without Triton, which also take windows of unequal length packed into one layout);
+the GPU's default, the ``fused`` Triton trunk, is ``dmg_ml.training.fused``. ``initial_row``
+draws a task's initial weights straight into its row. The trainer that updates the rows is
+``dmg_ml.training.batched``; its docstring says why each choice was made.
 """
 
 from __future__ import annotations
