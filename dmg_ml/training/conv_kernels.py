@@ -174,8 +174,8 @@ def tuned_kernels(row_configs=ROW_CONFIGS, weight_grad_warps=WEIGHT_GRAD_WARPS) 
     """The kernels as ``triton.autotune`` runs them on a GPU: each choice timed at the first
     launch for a pair of channel blocks, the fastest kept, and its timings cached on disk with
     Triton's compiled kernels, so later processes on the machine (a run per partition) neither
-    compile nor tune again. Compiling and tuning took about 40 s of a process's first minute
-    on an H200 (issue 10's note)."""
+    compile nor tune again. On an H200, compiling and tuning took most of a process's first
+    minute (issue 10's note)."""
     rows = [
         triton.Config({"BLOCK": block, "TILES": tiles}, num_warps=warps, num_stages=3)
         for block, tiles, warps in row_configs
