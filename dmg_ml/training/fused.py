@@ -6,8 +6,9 @@ mask, residual and LeakyReLU. Here each layer of the trunk is one kernel forward
 backward (``dmg_ml.training.conv_kernels``), and the backward is written out by hand rather than
 recorded by autograd: the trunk's six layers keep only their outputs, from which LeakyReLU's
 derivative is read, and each layer's error is computed once, already multiplied by the derivative
-and the packing mask of the layer below. The dense layers are batched matmuls, as in the matmul
-path. Weight gradients are summed in fp32 and written straight into the fp32 gradient buffer.
+and the packing mask of the layer below. The dense layers are the other paths' batched matmuls
+(``stacked.dense``). Weight gradients are summed in fp32 and written straight into the fp32
+gradient buffer.
 
 Same arithmetic as the module, up to rounding; the tests check it on CPU under Triton's
 interpreter against the matmul path's autograd.
@@ -19,7 +20,7 @@ import torch
 
 from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE
 from dmg_ml.training import conv_kernels as kernels
-from dmg_ml.training.stacked import FC1, ParamLayout
+from dmg_ml.training.stacked import FC1, ParamLayout, dense
 
 #: The trunk: each layer's name, and which earlier activation it adds back (0 is the input,
 #: ``i`` the output of layer ``i``), if any. Layer ``i`` reads activation ``i - 1``.
@@ -31,6 +32,8 @@ TRUNK = (
     ("res2.conv1", None),
     ("res2.conv2", 4),
 )
+#: Activation → the layer that adds it back (its error joins that activation's error).
+ADDED_BY = {residual: i for i, (_, residual) in enumerate(TRUNK, 1) if residual is not None}
 
 
 def _leaky_grad(g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -56,18 +59,6 @@ def trunk(
     return acts
 
 
-def _dense(p: dict[str, torch.Tensor], h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dense layers on the flattened trunk output ``(T, N, L·c2)``: hidden ``(T, N, 512)``
-    (after LeakyReLU) and predictions ``(T, N)``."""
-    tasks = h.shape[0]
-    w1 = p[FC1].view(tasks, HIDDEN_UNITS, -1)
-    hidden = torch.baddbmm(p["fc1.bias"].unsqueeze(1), h, w1.transpose(1, 2))
-    hidden = torch.nn.functional.leaky_relu_(hidden, NEGATIVE_SLOPE)
-    w2 = p["fc2.weight"].view(tasks, HIDDEN_UNITS, 1)
-    pred = torch.baddbmm(p["fc2.bias"].view(tasks, 1, 1), hidden, w2).squeeze(-1)
-    return hidden, pred
-
-
 def _positions(positions: torch.Tensor | None) -> torch.Tensor | None:
     """The group's ``(T, 1, L, 1)`` packing mask as the kernels' ``(T, L)``."""
     return None if positions is None else positions.reshape(positions.shape[0], -1)
@@ -80,7 +71,7 @@ def forward(
     L)`` (same dtype); ``positions`` as in ``stacked._forward_matmul``."""
     p = layout.views(flat)
     h = trunk(p, x, _positions(positions), keep=False)[-1]
-    return _dense(p, h.reshape(x.shape[0], x.shape[1], -1))[1]
+    return dense(p, h.reshape(x.shape[0], x.shape[1], -1))[1]
 
 
 def losses(
@@ -113,7 +104,7 @@ def gradient(
     mask = _positions(positions)
     acts = trunk(p, x, mask, keep=True)
     h = acts[-1].reshape(tasks, n, -1)
-    hidden, pred = _dense(p, h)
+    hidden, pred = dense(p, h)
     g_pred = 2 * (pred.float() - y) * weight
     g["fc2.bias"].copy_(g_pred.sum(dim=1, keepdim=True))
     g_pred = g_pred.to(flat.dtype)
@@ -134,8 +125,7 @@ def gradient(
         g[f"{name}.weight"].copy_(w_grad)
         g[f"{name}.bias"].copy_(b_grad)
         if i > 1:
-            added = [j for j, (_, residual) in enumerate(TRUNK, 1) if residual == i - 1]
-            extra = errors.pop(added[0]) if added else None
+            extra = errors.pop(ADDED_BY[i - 1]) if i - 1 in ADDED_BY else None
             errors[i - 1] = kernels.input_error(
                 errors[i], p[f"{name}.weight"], acts[i - 1], length, mask, extra
             )

@@ -128,7 +128,6 @@ class ParamLayout:
             state[name] = block.clone()
         return state
 
-
     def initial_row(
         self, input_size: int, seed: int, out: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -195,6 +194,17 @@ def _trunk(conv, h: torch.Tensor) -> torch.Tensor:
     return _lrelu(conv("res2.conv2", _lrelu(conv("res2.conv1", h))).add_(h))
 
 
+def dense(p: dict[str, torch.Tensor], h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense layers of every task on its flattened trunk output ``(T, N, L·c2)``: the hidden
+    layer ``(T, N, 512)`` after LeakyReLU (the fused backward reads it) and predictions
+    ``(T, N)``."""
+    tasks = h.shape[0]
+    w1 = p[FC1].view(tasks, HIDDEN_UNITS, -1).transpose(1, 2)
+    hidden = _lrelu(torch.baddbmm(p["fc1.bias"].unsqueeze(1), h, w1))
+    w2 = p["fc2.weight"].view(tasks, HIDDEN_UNITS, 1)
+    return hidden, torch.baddbmm(p["fc2.bias"].view(tasks, 1, 1), hidden, w2).squeeze(-1)
+
+
 def forward_grouped(
     layout: ParamLayout, p: dict[str, torch.Tensor], u: torch.Tensor
 ) -> torch.Tensor:
@@ -215,10 +225,7 @@ def forward_grouped(
     # NHWC memory is (N, L, T, c2): regroup by task, flattened position-major.
     h = h.permute(0, 2, 3, 1).reshape(n, length, tasks, c2)
     h = h.permute(2, 0, 1, 3).reshape(tasks, n, length * c2)
-    w1 = p["fc1.weight"].view(tasks, HIDDEN_UNITS, -1).transpose(1, 2)
-    h = _lrelu(torch.baddbmm(p["fc1.bias"].unsqueeze(1), h, w1))
-    w2 = p["fc2.weight"].view(tasks, 1, HIDDEN_UNITS).transpose(1, 2)
-    return torch.baddbmm(p["fc2.bias"].view(tasks, 1, 1), h, w2).squeeze(-1)
+    return dense(p, h)[1]
 
 
 def forward_single(
@@ -297,10 +304,7 @@ def _forward_matmul(
     w0 = p["conv1.weight"].view(tasks, layout.c1, 3).transpose(1, 2)
     h = _lrelu(masked(_chunked_matmul(u, w0, p["conv1.bias"], chunks)))
     h = _trunk(conv, h).reshape(tasks, n, length * layout.c2)
-    w1 = p[FC1].view(tasks, HIDDEN_UNITS, -1).transpose(1, 2)
-    h = _lrelu(torch.baddbmm(p["fc1.bias"].unsqueeze(1), h, w1))
-    w2 = p["fc2.weight"].view(tasks, 1, HIDDEN_UNITS).transpose(1, 2)
-    return torch.baddbmm(p["fc2.bias"].view(tasks, 1, 1), h, w2).squeeze(-1)
+    return dense(p, h)[1]
 
 
 def matmul_losses(
