@@ -308,10 +308,10 @@ class _Group:
         compiled: bool = False,
         rows: torch.Tensor | None = None,
     ) -> None:
-        self.lengths = np.array([t.X_train.shape[1] for t in tasks])
-        length = int(self.lengths.max())
-        packed = bool((self.lengths < length).any())
         self.kernels, self.layout = _plan(tasks, config, device, kernels)
+        self.lengths = np.array([t.X_train.shape[1] for t in tasks])
+        length = self.layout.input_size
+        packed = bool((self.lengths < length).any())
         align = kernel_align(self.kernels)
         self.config, self.check_every, self.ids = config, check_every, list(ids)
         self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
@@ -588,16 +588,15 @@ def fit_batched(
         return initial_rows(_plan(chosen, config, device, kernels)[1], chosen)
 
     out: dict[int, TrainResult] = {}
+    rows = None  # the group's initial weights, when drawn while the one before trained
     with ThreadPoolExecutor(1) as ahead:
-        upcoming = None
         for i, chunk in enumerate(groups):
-            rows = upcoming.result() if upcoming is not None else None
-            upcoming = None
-            if prefetch and i + 1 < len(groups):
-                upcoming = ahead.submit(host_rows, groups[i + 1])
+            following = groups[i + 1] if prefetch and i + 1 < len(groups) else None
+            upcoming = None if following is None else ahead.submit(host_rows, following)
             chosen = [tasks[j] for j in chunk]
-            group = _Group(chosen, chunk, config, device, check_every, kernels, compiled, rows)
-            _run_group(group, out)
+            _run_group(_Group(chosen, chunk, config, device, check_every, kernels, compiled, rows),
+                       out)  # fmt: skip
+            rows = None if upcoming is None else upcoming.result()
     return [out[i] for i in range(len(tasks))]
 
 
