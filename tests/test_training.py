@@ -9,7 +9,6 @@ import torch
 from dmg_ml.training import stacked
 from dmg_ml.training.batched import (
     FitTask,
-    _BatchedAdam,
     _Group,
     _train_epoch,
     fit_batched,
@@ -17,6 +16,7 @@ from dmg_ml.training.batched import (
     task_bytes,
     task_groups,
 )
+from dmg_ml.training.optim import BatchedAdam
 from dmg_ml.training.reference import TrainConfig, fit_reference, init_model, predict, task_seed
 from dmg_ml.training.stacked import KERNELS, ParamLayout, stacked_forward, unfold_input
 
@@ -152,7 +152,7 @@ def test_batched_adam_equals_independent_adams_even_with_skipped_steps() -> None
     params = [torch.randn(6, requires_grad=True) for _ in range(3)]
     optimisers = [torch.optim.Adam([p], lr=1e-2) for p in params]
     flat = torch.stack([p.detach().clone() for p in params])
-    adam = _BatchedAdam(flat, lr=1e-2)
+    adam = BatchedAdam(flat, lr=1e-2)
     schedule = [[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]]
     for active in schedule:
         grads = torch.randn(3, 6) * torch.tensor(active, dtype=torch.float32).unsqueeze(1)
