@@ -3,7 +3,7 @@
 # machine's own PyTorch (no install, no Dagster). Stages in order of what matters most, each
 # under its own time limit so one that fails or overruns leaves the others' tables; logs go to
 # $OUT (the device tool's folder) or benchmarks/out/. STAGES picks stages; the default ones stop
-# within their limits' 490 s (plus start-ups), so they fit one device call. `warm` goes first: it
+# within their limits' 410 s (plus start-ups), so they fit one device call. `warm` goes first: it
 # compiles and tunes the fused Triton kernels for every length (on an H200 this took most of a
 # 95 s speed stage for its first length), so the stages after it time training, not that.
 # Triton's cache (compiled kernels and tuning results) goes back as $OUT/triton.tgz; put it at
@@ -29,7 +29,7 @@ python3 -c "import triton; print('triton', triton.__version__)" 2>&1 | tail -1 \
 stage() {
   local name=$1 limit=$2
   shift 2
-  case " ${STAGES:-warm speed profile long cohort} " in *" $name "*) ;; *) return ;; esac
+  case " ${STAGES:-warm speed long agree cohort} " in *" $name "*) ;; *) return ;; esac
   echo "== $name ($limit s): $*"
   local start=$SECONDS
   timeout "$limit" python3 benchmarks/gpu_trainer.py "$@" 2>&1 \
@@ -37,13 +37,14 @@ stage() {
   echo "== $name took $((SECONDS - start)) s"
 }
 
-stage warm 180 warm --genes 12 --kernels fused
+stage warm 110 warm --genes 12 --kernels fused fused-split
 stage check 60 check
-stage speed 140 speed --genes 12
+stage speed 150 speed --genes 12 --kernels fused-split fused
+stage matmul 140 speed --genes 12 --kernels fused matmul
+stage agree 70 agree --genes 2
 stage profile 30 profile --genes 12 --epochs 4 --rows 16 --lengths 438
-stage long 30 profile --genes 12 --epochs 2 --rows 16 --lengths 1075
-stage cohort 110 cohort --genes 700 --blocks 2 --block 10
-stage agree 75 agree --genes 4
+stage long 25 profile --genes 12 --epochs 2 --rows 16 --lengths 1075
+stage cohort 55 cohort --genes 700 --blocks 2 --block 10
 stage compile 240 variants --genes 24 --epochs 8 --variants matmul compiled
 stage grouped 60 variants --genes 24 --epochs 8 --variants grouped
 stage blocks 90 variants --genes 24 --epochs 8 --variants fused fused-fixed

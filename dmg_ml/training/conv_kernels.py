@@ -163,11 +163,90 @@ def _weight_grad(
     tl.store(part + COUT * CIN * 3 + co, bias, mask=co_ok)
 
 
+@triton.jit
+def _backward(
+    e_ptr, w_ptr, x_ptr, extra_ptr, pos_ptr, out_ptr, part_ptr, R, L, P, SPLITS,
+    CIN, COUT, BCI: tl.constexpr, BCO: tl.constexpr, INPUT_ERROR: tl.constexpr,
+    HAS_EXTRA: tl.constexpr, HAS_POS: tl.constexpr, SLOPE: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+):  # fmt: skip
+    """A layer's whole backward on ``ROWS`` consecutive rows of one task, in tiles of ``BLOCK``:
+    the weight and bias gradients' fp32 partial sums over them and, if ``INPUT_ERROR``, the error
+    of the layer below on them. Its input ``x`` and error ``e`` are read from memory once for
+    both (``_weight_grad`` and ``_input_error`` each read both): the weight gradient
+    ``Σ_r x[r-1+k]ᵀ e[r]`` is summed as ``Σ_r x[r]ᵀ e[r+1-k]``, on the shifted error rows that
+    the input error reads anyway."""
+    s = tl.program_id(0)
+    t = tl.program_id(1).to(tl.int64)
+    ci, co = tl.arange(0, BCI), tl.arange(0, BCO)
+    ci_ok, co_ok = ci < CIN, co < COUT
+    e_base, x_base = e_ptr + t * R * COUT, x_ptr + t * R * CIN
+    w_off = (co[None, :] * CIN + ci[:, None]) * 3
+    w_ok = ci_ok[:, None] & co_ok[None, :]
+    if INPUT_ERROR:
+        w_base = w_ptr + t * P
+        wt_off = (co[:, None] * CIN + ci[None, :]) * 3
+        wt_ok = co_ok[:, None] & ci_ok[None, :]
+        w0 = tl.load(w_base + wt_off, mask=wt_ok, other=0.0)
+        w1 = tl.load(w_base + wt_off + 1, mask=wt_ok, other=0.0)
+        w2 = tl.load(w_base + wt_off + 2, mask=wt_ok, other=0.0)
+    acc0 = tl.zeros((BCI, BCO), dtype=tl.float32)
+    acc1 = tl.zeros((BCI, BCO), dtype=tl.float32)
+    acc2 = tl.zeros((BCI, BCO), dtype=tl.float32)
+    bias = tl.zeros((BCO,), dtype=tl.float32)
+    for i in range(ROWS // BLOCK):
+        rows = s * ROWS + i * BLOCK + tl.arange(0, BLOCK)
+        row_ok = rows < R
+        pos = rows % L
+        e_ok = row_ok[:, None] & co_ok[None, :]
+        e = e_base + rows[:, None] * COUT + co[None, :]
+        e0 = tl.load(e + COUT, mask=e_ok & (pos + 1 < L)[:, None], other=0.0)  # e[r+1]
+        e1 = tl.load(e, mask=e_ok, other=0.0)
+        e2 = tl.load(e - COUT, mask=e_ok & (pos >= 1)[:, None], other=0.0)  # e[r-1]
+        off = rows[:, None] * CIN + ci[None, :]
+        ok = row_ok[:, None] & ci_ok[None, :]
+        x = tl.load(x_base + off, mask=ok, other=0.0)
+        xt = tl.trans(x)
+        acc0 = tl.dot(xt, e0, acc0, input_precision=PRECISION)
+        acc1 = tl.dot(xt, e1, acc1, input_precision=PRECISION)
+        acc2 = tl.dot(xt, e2, acc2, input_precision=PRECISION)
+        bias += tl.sum(e1.to(tl.float32), axis=0)
+        if INPUT_ERROR:
+            # y[r] = Σ_k x[r-1+k]·W_k, so x[r] meets e[r+1] through W_0 and e[r-1] through W_2.
+            acc = tl.dot(e0, w0, input_precision=PRECISION)
+            acc = tl.dot(e1, w1, acc, input_precision=PRECISION)
+            acc = tl.dot(e2, w2, acc, input_precision=PRECISION)
+            if HAS_EXTRA:
+                acc += tl.load(extra_ptr + t * R * CIN + off, mask=ok, other=0.0).to(tl.float32)
+            acc = tl.where(x > 0, acc, acc * SLOPE)
+            if HAS_POS:
+                own = tl.load(pos_ptr + t * L + pos, mask=row_ok, other=0.0)
+                acc *= own.to(tl.float32)[:, None]
+            tl.store(out_ptr + t * R * CIN + off, acc.to(out_ptr.dtype.element_ty), mask=ok)
+    part = part_ptr + (t * SPLITS + s) * (COUT * CIN * 3 + COUT)
+    tl.store(part + w_off, acc0, mask=w_ok)
+    tl.store(part + w_off + 1, acc1, mask=w_ok)
+    tl.store(part + w_off + 2, acc2, mask=w_ok)
+    tl.store(part + COUT * CIN * 3 + co, bias, mask=co_ok)
+
+
 #: The row kernels' choices on a GPU, ``(rows per tile, tiles per program, warps)``: few, as each
 #: is compiled and timed at the first launch for every pair of channel blocks.
 ROW_CONFIGS = ((128, 1, 4), (128, 4, 4), (128, 4, 8), (64, 4, 4))
 #: The weight gradient's warps.
 WEIGHT_GRAD_WARPS = (4, 8)
+#: The fused backward's choices on a GPU, ``(rows per tile, warps)`` (128 rows in 4 warps spill
+#: 1.5 KB of registers a thread at 64 channels, compiled for sm_90).
+BACKWARD_CONFIGS = ((64, 4), (64, 8), (128, 8))
+#: Rows per program of the fused backward on a GPU, a compile-time constant (the interpreter runs
+#: no loop of runtime length): each program sums its rows' weight gradient into a partial of its
+#: own, so long programs write few partials; the longer choice is taken where a group still has
+#: ``BACKWARD_PROGRAMS`` of them (a few waves of 132 SMs).
+BACKWARD_ROWS = (512, 4096)
+BACKWARD_PROGRAMS = 1024
+#: The backward as one kernel per layer (``_backward``) or as two (``_weight_grad`` and
+#: ``_input_error``), kept while the GPU benchmark compares them.
+FUSED_BACKWARD = True
 
 
 def tuned_kernels(row_configs=ROW_CONFIGS, weight_grad_warps=WEIGHT_GRAD_WARPS) -> dict:
@@ -181,8 +260,10 @@ def tuned_kernels(row_configs=ROW_CONFIGS, weight_grad_warps=WEIGHT_GRAD_WARPS) 
         for block, tiles, warps in row_configs
     ]
     weight = [triton.Config({}, num_warps=w, num_stages=3) for w in weight_grad_warps]
+    back = [triton.Config({"BLOCK": b}, num_warps=w, num_stages=3) for b, w in BACKWARD_CONFIGS]
     tune = partial(triton.autotune, cache_results=True)
     return {
+        "backward": tune(back, key=["BCI", "BCO", "ROWS", "INPUT_ERROR"])(_backward),
         "forward": tune(rows, key=["BCI", "BCO"])(_forward),
         "input_error": tune(rows, key=["BCI", "BCO"])(_input_error),
         "weight_grad": tune(weight, key=["BCI", "BCO", "TILES"])(_weight_grad),
@@ -275,3 +356,45 @@ def weight_grad(x: torch.Tensor, e: torch.Tensor, length: int) -> tuple[torch.Te
     )  # fmt: skip
     total = part.sum(dim=1)
     return total[:, :size], total[:, size:]
+
+
+def backward(
+    x: torch.Tensor,
+    e: torch.Tensor,
+    w: torch.Tensor,
+    length: int,
+    positions: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
+    error_below: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A layer's backward: fp32 gradients of its weights ``(T, C_out·C_in·3)`` and biases ``(T,
+    C_out)``, from its input ``x`` ``(T, R, C_in)`` and error ``e`` ``(T, R, C_out)``, and, if
+    ``error_below``, the error of the layer below, as ``input_error`` computes it (else None)."""
+    if not FUSED_BACKWARD:
+        below = input_error(e, w, x, length, positions, extra) if error_below else None
+        return (*weight_grad(x, e, length), below)
+    tasks, rows, c_in = x.shape
+    c_out = e.shape[2]
+    cuda = x.device.type == "cuda"
+    if cuda:
+        short, long = BACKWARD_ROWS
+        rows_per_program = long if tasks * triton.cdiv(rows, long) >= BACKWARD_PROGRAMS else short
+    else:
+        block, tiles = INTERPRETER_TILES
+        rows_per_program = block * tiles
+    splits = triton.cdiv(rows, rows_per_program)
+    size = c_out * c_in * 3
+    part = torch.empty((tasks, splits, size + c_out), dtype=torch.float32, device=x.device)
+    out = torch.empty_like(x) if error_below else None
+    args = (
+        e, w, x, x if extra is None else extra, x if positions is None else positions,
+        x if out is None else out, part, rows, length, w.stride(0), splits, c_in, c_out,
+        _block(c_in), _block(c_out), error_below, extra is not None, positions is not None,
+        NEGATIVE_SLOPE, _precision(x.dtype),
+    )  # fmt: skip
+    if cuda:
+        _TUNED["backward"][(splits, tasks)](*args, ROWS=rows_per_program)
+    else:
+        _backward[(splits, tasks)](*args, BLOCK=block, ROWS=rows_per_program)
+    total = part.sum(dim=1)
+    return total[:, :size], total[:, size:], out

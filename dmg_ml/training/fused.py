@@ -121,14 +121,14 @@ def gradient(
     errors = {len(TRUNK): top.view(acts[-1].shape)}
     for i in range(len(TRUNK), 0, -1):
         name, _ = TRUNK[i - 1]
-        w_grad, b_grad = kernels.weight_grad(acts[i - 1], errors[i], length)
+        extra = errors.pop(ADDED_BY[i - 1]) if i - 1 in ADDED_BY else None
+        w_grad, b_grad, below = kernels.backward(
+            acts[i - 1], errors[i], p[f"{name}.weight"], length, mask, extra, error_below=i > 1
+        )
         g[f"{name}.weight"].copy_(w_grad)
         g[f"{name}.bias"].copy_(b_grad)
-        if i > 1:
-            extra = errors.pop(ADDED_BY[i - 1]) if i - 1 in ADDED_BY else None
-            errors[i - 1] = kernels.input_error(
-                errors[i], p[f"{name}.weight"], acts[i - 1], length, mask, extra
-            )
+        if below is not None:
+            errors[i - 1] = below
         if TRUNK[i - 1][1] is None:
             del errors[i]
         acts[i] = None
