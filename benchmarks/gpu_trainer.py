@@ -178,28 +178,6 @@ def fast_run(tasks: list[FitTask], precision: str, device: torch.device, **optio
     return run
 
 
-#: ``--kernels`` choices beyond the trainer's own: the fused trunk with each layer's backward in
-#: two kernels (weight gradient, input error) instead of one.
-SPLIT = "fused-split"
-
-
-@contextmanager
-def kernel_choice(label: str):
-    """The trainer's ``kernels`` for a ``--kernels`` label, with the fused backward set to match
-    while inside."""
-    if not batched.fused_available():
-        yield label
-        return
-    from dmg_ml.training import conv_kernels
-
-    before = conv_kernels.FUSED_BACKWARD
-    conv_kernels.FUSED_BACKWARD = label != SPLIT
-    try:
-        yield "fused" if label == SPLIT else label
-    finally:
-        conv_kernels.FUSED_BACKWARD = before
-
-
 def header(args: argparse.Namespace, device: torch.device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     mem = (
@@ -227,19 +205,18 @@ def stage_speed(args: argparse.Namespace, device: torch.device) -> None:
         tasks = fold_tasks(genes)
         ref, _ = steady(reference_run(tasks[0], "fp32", device), args.ref_epochs, 2, device)
         flops = task_epoch_flops(length, len(tasks[0].y_train), len(tasks[0].y_valid))
-        for label in args.kernels:
+        for kernels in args.kernels:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                with kernel_choice(label) as kernels:
-                    run = fast_run(tasks, args.precision, device, kernels=kernels)
-                    fast, _ = steady(run, args.epochs, 2, device)
-                    memory = torch.cuda.max_memory_allocated(device) / 2**30 if top else 0
-                    traffic = traffic_per_task_epoch(
-                        tasks[: args.traffic_tasks], args.precision, device, kernels
-                    )
+                run = fast_run(tasks, args.precision, device, kernels=kernels)
+                fast, _ = steady(run, args.epochs, 2, device)
+                memory = torch.cuda.max_memory_allocated(device) / 2**30 if top else 0
+                traffic = traffic_per_task_epoch(
+                    tasks[: args.traffic_tasks], args.precision, device, kernels
+                )
             except Exception as error:  # noqa: BLE001  (a row failing is a result to print)
-                print(f"| {length} | {len(tasks)} | {1e3 * ref:.2f} | | {label} | failed: "
+                print(f"| {length} | {len(tasks)} | {1e3 * ref:.2f} | | {kernels} | failed: "
                       f"{type(error).__name__}: {str(error)[:300]} |", flush=True)  # fmt: skip
                 continue
             per_task = fast / len(tasks)
@@ -248,7 +225,7 @@ def stage_speed(args: argparse.Namespace, device: torch.device) -> None:
             if top:
                 share = f"{1e14 * tflops / top[0]:.1f} | {gbs:.0f} | {1e11 * gbs / top[1]:.0f}"
             print(f"| {length} | {len(tasks)} | {1e3 * ref:.2f} | {flops / ref / 1e12:.1f} | "
-                  f"{label} | {1e3 * per_task:.3f} | {ref / per_task:.1f}x | "
+                  f"{kernels} | {1e3 * per_task:.3f} | {ref / per_task:.1f}x | "
                   f"{1 / per_task:.0f} | {tflops:.1f} | {share} | {memory:.1f} |",
                   flush=True)  # fmt: skip
     print_tuned()
@@ -279,13 +256,11 @@ def _counting_launches(mode: Traffic):
         return
     from dmg_ml.training import conv_kernels
 
-    names = ("conv_forward", "input_error", "weight_grad", "backward")
+    names = ("conv_forward", "backward")
     originals = {name: getattr(conv_kernels, name) for name in names}
 
     def counted(fn):
         def launch(*args, **kwargs):
-            if fn is originals["backward"] and not conv_kernels.FUSED_BACKWARD:
-                return fn(*args, **kwargs)  # its two kernels count their own
             for t in tree_leaves((args, kwargs)):
                 if isinstance(t, torch.Tensor) and t.device.type == mode.device.type:
                     mode.bytes += t.numel() * t.element_size()
@@ -308,13 +283,8 @@ def stage_profile(args: argparse.Namespace, device: torch.device) -> None:
     length = args.lengths[0] if args.lengths else synthetic_lengths(1, 1_000_000)[0]
     tasks = fold_tasks(simulate_cohort(args.samples, [length] * args.genes, seed=1))
     config = fixed(args.epochs + 2, args.precision)
-    with kernel_choice(args.kernels[0]) as kernels:
-        _profile_group(args, tasks, length, config, device, kernels)
-
-
-def _profile_group(args, tasks, length, config, device, kernels) -> None:
     group = batched._Group(
-        tasks, list(range(len(tasks))), config, device, check_every=10, kernels=kernels
+        tasks, list(range(len(tasks))), config, device, check_every=10, kernels=args.kernels[0]
     )
 
     def epoch() -> None:
@@ -460,16 +430,15 @@ def stage_warm(args: argparse.Namespace, device: torch.device) -> None:
     lengths = args.lengths or synthetic_lengths(5, 1_000_000)
     for length in lengths:
         tasks = fold_tasks(simulate_cohort(args.samples, [length] * args.genes, seed=length))
-        for label in args.kernels:
+        for kernels in args.kernels:
             for group in (tasks, tasks[:1], tasks[:5]):
-                with kernel_choice(label) as kernels:
-                    seconds = timed(
-                        lambda group=group, kernels=kernels: fit_batched(
-                            group, fixed(1, args.precision), device, kernels=kernels
-                        ),
-                        device,
-                    )  # fmt: skip
-                print(f"L={length}, {label}, {len(group)} tasks: {seconds:.1f} s", flush=True)
+                seconds = timed(
+                    lambda group=group, kernels=kernels: fit_batched(
+                        group, fixed(1, args.precision), device, kernels=kernels
+                    ),
+                    device,
+                )  # fmt: skip
+                print(f"L={length}, {kernels}, {len(group)} tasks: {seconds:.1f} s", flush=True)
     print_tuned()
 
 
@@ -595,10 +564,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "program, 4 warps: no tuning), matmul (unfold windows), compiled (matmul "
                    "through torch.compile), cat-windows, grouped (cuDNN grouped convolutions, "
                    "the old CUDA path); all by default")  # fmt: skip
-    p.add_argument("--kernels", nargs="*", default=None, choices=[*stacked.KERNELS, SPLIT],
+    p.add_argument("--kernels", nargs="*", default=None, choices=list(stacked.KERNELS),
                    help="the fast trainer's kernels in speed (one row each), warm and profile "
-                   f"(the first); {SPLIT}: fused with two backward kernels a layer; default: "
-                   "fused and matmul on CUDA, matmul on CPU")  # fmt: skip
+                   "(the first); default: fused and matmul on CUDA, matmul on CPU")  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -37,10 +37,10 @@ stage() {
   echo "== $name took $((SECONDS - start)) s"
 }
 
-stage warm 110 warm --genes 12 --kernels fused fused-split
+stage warm 110 warm --genes 12 --kernels fused
 stage check 60 check
-stage speed 150 speed --genes 12 --kernels fused-split fused
-stage matmul 140 speed --genes 12 --kernels fused matmul
+stage speed 150 speed --genes 12 --kernels fused
+stage matmul 200 speed --genes 12 --kernels fused matmul
 stage agree 70 agree --genes 2
 stage profile 30 profile --genes 12 --epochs 4 --rows 16 --lengths 438
 stage long 25 profile --genes 12 --epochs 2 --rows 16 --lengths 1075

@@ -38,16 +38,13 @@ def test_fused_forward_equals_each_module_alone() -> None:
     assert not torch.allclose(got[0], got[1])
 
 
-@pytest.mark.parametrize("one_kernel", [True, False], ids=["one-backward-kernel", "two"])
 @pytest.mark.parametrize("tiles", [(1024, 1), (16, 2)], ids=["one-tile", "tiles-in-a-loop"])
 def test_fused_gradient_equals_autograd_of_the_matmul_path_and_spares_the_padding(
-    tiles, one_kernel, monkeypatch
+    tiles, monkeypatch
 ) -> None:
-    """Also with programs that loop over several small tiles and weight-gradient programs that
-    each sum a slice of the rows (as on a GPU); each layer's backward in one kernel or two."""
-    monkeypatch.setattr(conv_kernels, "FUSED_BACKWARD", one_kernel)
+    """Also with programs that loop over several small tiles, each summing its slice of the rows
+    into a weight-gradient partial of its own (as on a GPU)."""
     monkeypatch.setattr(conv_kernels, "INTERPRETER_TILES", tiles)
-    monkeypatch.setattr(conv_kernels, "WEIGHT_GRAD_PROGRAMS", 6)
     layout, flat, x, positions, _ = packed_rows(seed=3, n=6 if tiles[1] == 1 else 3)
     y = torch.randn(x.shape[:2])
     weight = torch.full(x.shape[:2], 1 / x.shape[1])
