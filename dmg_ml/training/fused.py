@@ -20,18 +20,8 @@ import torch
 
 from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE
 from dmg_ml.training import conv_kernels as kernels
-from dmg_ml.training.stacked import FC1, ParamLayout, dense
+from dmg_ml.training.stacked import FC1, TRUNK, ParamLayout, dense
 
-#: The trunk: each layer's name, and which earlier activation it adds back (0 is the input,
-#: ``i`` the output of layer ``i``), if any. Layer ``i`` reads activation ``i - 1``.
-TRUNK = (
-    ("conv1", None),
-    ("res1.conv1", None),
-    ("res1.conv2", 1),
-    ("conv2", None),
-    ("res2.conv1", None),
-    ("res2.conv2", 4),
-)
 #: Activation → the layer that adds it back (its error joins that activation's error).
 ADDED_BY = {residual: i for i, (_, residual) in enumerate(TRUNK, 1) if residual is not None}
 

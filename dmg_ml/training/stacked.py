@@ -23,6 +23,17 @@ from torch import nn
 from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE, AdaptiveRegressionCNN
 
 FC1 = "fc1.weight"
+#: The module's convolution trunk as a table every stacked path walks: each layer's name, and
+#: which earlier activation it adds back before its LeakyReLU (0 is the input, ``i`` the output
+#: of layer ``i``), if any. Layer ``i`` reads activation ``i - 1``.
+TRUNK = (
+    ("conv1", None),
+    ("res1.conv1", None),
+    ("res1.conv2", 1),
+    ("conv2", None),
+    ("res2.conv1", None),
+    ("res2.conv2", 4),
+)
 #: Rows (sample, position pairs) per matmul of a chunked convolution (``_chunked_matmul``).
 CHUNK_ROWS = 8192
 #: The matmul kernels' alignment: channel widths, parameter offsets and sample counts are
@@ -188,10 +199,12 @@ def _conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> tor
 
 
 def _trunk(conv, h: torch.Tensor) -> torch.Tensor:
-    """Everything between the first convolution and the dense layers."""
-    h = _lrelu(conv("res1.conv2", _lrelu(conv("res1.conv1", h))).add_(h))
-    h = _lrelu(conv("conv2", h))
-    return _lrelu(conv("res2.conv2", _lrelu(conv("res2.conv1", h))).add_(h))
+    """Everything between the first convolution (its activation ``h``) and the dense layers."""
+    acts = [None, h]
+    for name, residual in TRUNK[1:]:
+        out = conv(name, acts[-1])
+        acts.append(_lrelu(out if residual is None else out.add_(acts[residual])))
+    return acts[-1]
 
 
 def dense(p: dict[str, torch.Tensor], h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
