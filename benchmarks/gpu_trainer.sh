@@ -6,9 +6,10 @@
 # within their limits' 410 s (plus start-ups), so they fit one device call. `warm` goes first: it
 # compiles and tunes the fused Triton kernels for every length (on an H200 this took most of a
 # 95 s speed stage for its first length), so the stages after it time training, not that.
-# Triton's cache (compiled kernels and tuning results) goes back as $OUT/triton.tgz; put it at
-# .tcache/triton.tgz and carry .tcache, and a later call on the same kind of card starts with
-# every unchanged kernel compiled and tuned.
+# Triton's cache (compiled kernels and tuning results) goes back as $OUT/triton.txz (xz: the
+# gzip of an H100's cache outgrew the device tool's 16 MiB per file; xz packs it about 3x
+# smaller); put it in .tcache/ and carry .tcache, and a later call on the same kind of card
+# starts with every unchanged kernel compiled and tuned.
 #   bash benchmarks/gpu_trainer.sh
 #   STAGES="warm check profile blocks" bash benchmarks/gpu_trainer.sh  # correctness, top kernels
 #   STAGES="compile grouped" bash benchmarks/gpu_trainer.sh   # torch.compile, the old cuDNN path
@@ -17,7 +18,9 @@ out=${OUT:-benchmarks/out}
 mkdir -p "$out"
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
 mkdir -p "$TRITON_CACHE_DIR"
-if [ -f .tcache/triton.tgz ]; then tar xzf .tcache/triton.tgz -C "$TRITON_CACHE_DIR"; fi
+for cache in .tcache/triton.t*; do
+  if [ -f "$cache" ]; then tar xaf "$cache" -C "$TRITON_CACHE_DIR"; fi
+done
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
   | tee "$out/gpu.txt"
 python3 -c "import torch, numpy, pandas, sklearn; print('torch', torch.__version__, 'cuda',
@@ -48,4 +51,5 @@ stage cohort 55 cohort --genes 700 --blocks 2 --block 10
 stage compile 240 variants --genes 24 --epochs 8 --variants matmul compiled
 stage grouped 60 variants --genes 24 --epochs 8 --variants grouped
 stage blocks 90 variants --genes 24 --epochs 8 --variants fused fused-fixed
-tar czf "$out/triton.tgz" -C "$TRITON_CACHE_DIR" . && ls -l "$out/triton.tgz"
+tar cJf "$out/triton.txz" -C "$TRITON_CACHE_DIR" . || tar czf "$out/triton.tgz" -C "$TRITON_CACHE_DIR" .
+ls -l "$out"/triton.t*
