@@ -41,14 +41,15 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
   trainer at about half its bf16 matmul peak (~930), so ~4.5x is the ceiling here.
 * **On a GPU: fused Triton kernels and packing** (``kernels="fused"``, the CUDA default where
   Triton is installed, as it is with CUDA builds of PyTorch). Each convolution of the trunk is
-  one kernel forward and two backward (``dmg_ml.training.fused``, ``conv_kernels``): shifted rows
+  one kernel forward and one backward (``dmg_ml.training.fused``, ``conv_kernels``): shifted rows
   read in place, bias, mask, residual and LeakyReLU in the epilogue, the backward written out by
   hand, weight gradients in fp32; tile sizes tuned per machine by ``triton.autotune``. Tasks of
   nearby window lengths share a group (``task_groups``, 10 % slack on CUDA): shorter windows are
   zero-padded and masked after every convolution, narrower channels padded, widths and offsets
   aligned (``kernel_align``); padding gets exactly zero gradient. Measured on an H200 (issue
   10's note): 35x the reference loop per gene-fold-epoch at L=215, where batched matmuls on
-  windows (``kernels="matmul"``, the fallback without Triton) gave 7x.
+  windows (``kernels="matmul"``, the fallback without Triton) gave 7x; on an H100, 19.7x at
+  L=215 falling to 6.3x at 647, where the fp32 reference is compute-bound (16 TFLOP/s).
 * **Padding and masks.** Folds of unequal size are zero-padded to the largest; each task's loss
   is a weighted sum with weight ``1/n_t`` on its real rows and 0 on padding, so its gradient is its
   own mean-squared-error gradient.

@@ -2,7 +2,7 @@
 
 The GPU's matmul path (``stacked._forward_matmul``) spends most of an epoch moving activations:
 window copies for every convolution, their scatter-add in backward, and a pass each for bias,
-mask, residual and LeakyReLU. Here each layer of the trunk is one kernel forward and two
+mask, residual and LeakyReLU. Here each layer of the trunk is one kernel forward and one
 backward (``dmg_ml.training.conv_kernels``), and the backward is written out by hand rather than
 recorded by autograd: the trunk's six layers keep only their outputs, from which LeakyReLU's
 derivative is read, and each layer's error is computed once, already multiplied by the derivative
