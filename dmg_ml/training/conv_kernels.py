@@ -191,17 +191,6 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _launch(name: str, kernel, rows: int, tasks: int, device: torch.device, *args) -> None:
-    """The forward over ``rows`` rows of ``tasks`` tasks: tuned on a GPU, ``INTERPRETER_TILES``
-    under the interpreter."""
-    if device.type == "cuda":
-        grid = lambda meta: (triton.cdiv(rows, meta["BLOCK"] * meta["TILES"]), tasks)  # noqa: E731
-        _TUNED[name][grid](*args)
-        return
-    block, tiles = INTERPRETER_TILES
-    kernel[(triton.cdiv(rows, block * tiles), tasks)](*args, BLOCK=block, TILES=tiles)
-
-
 def conv_forward(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -216,12 +205,17 @@ def conv_forward(
     tasks, rows, c_in = x.shape
     c_out = b.shape[1]
     out = torch.empty((tasks, rows, c_out), dtype=x.dtype, device=x.device)
-    _launch(
-        "forward", _forward, rows, tasks, x.device,
+    args = (
         x, w, b, x if residual is None else residual, x if positions is None else positions, out,
         rows, length, w.stride(0), c_in, c_out, _block(c_in), _block(c_out),
         residual is not None, positions is not None, NEGATIVE_SLOPE, _precision(x.dtype),
     )  # fmt: skip
+    if x.device.type == "cuda":
+        grid = lambda meta: (triton.cdiv(rows, meta["BLOCK"] * meta["TILES"]), tasks)  # noqa: E731
+        _TUNED["forward"][grid](*args)
+    else:
+        block, tiles = INTERPRETER_TILES
+        _forward[(triton.cdiv(rows, block * tiles), tasks)](*args, BLOCK=block, TILES=tiles)
     return out
 
 
