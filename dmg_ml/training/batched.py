@@ -88,6 +88,7 @@ from dmg_ml.training.stacked import (
     matmul_losses,
     round_up,
     sample_chunks,
+    task_losses,
     unfold_input,
 )
 
@@ -249,13 +250,13 @@ class _Group:
         if self.kernels == "grouped":
             leaves = _leaves(self.layout, self.compute)
             pred = forward_grouped(self.layout, leaves, u)
-            loss = ((pred.float() - y) ** 2 * weight).sum()
+            loss = task_losses(pred, y, weight).sum()
             _store(torch.autograd.grad(loss, list(leaves.values())), self.grad, self.layout)
             return
         for t in range(len(self.ids)):
             leaves = _leaves(self.layout, self.compute[t])
             pred = forward_single(self.layout, leaves, u[t])
-            loss = ((pred.float() - y[t]) ** 2 * weight[t]).sum()
+            loss = task_losses(pred, y[t], weight[t])
             _store(torch.autograd.grad(loss, list(leaves.values())), self.grad[t], self.layout)
 
     def losses(self, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -269,7 +270,7 @@ class _Group:
             pred = torch.stack([forward_single(self.layout, p, u[t]) for t, p in enumerate(rows)])
         else:
             pred = forward_grouped(self.layout, self.layout.views(self.compute), u)
-        return ((pred.float() - y) ** 2 * weight).sum(dim=1)
+        return task_losses(pred, y, weight)
 
     def _losses_matmul(
         self, flat: torch.Tensor, u: torch.Tensor, y: torch.Tensor, weight: torch.Tensor

@@ -20,7 +20,7 @@ import torch
 
 from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE
 from dmg_ml.training import conv_kernels as kernels
-from dmg_ml.training.stacked import FC1, TRUNK, ParamLayout, dense
+from dmg_ml.training.stacked import FC1, TRUNK, ParamLayout, dense, task_losses
 
 #: Activation → the layer that adds it back (its error joins that activation's error).
 ADDED_BY = {residual: i for i, (_, residual) in enumerate(TRUNK, 1) if residual is not None}
@@ -73,8 +73,7 @@ def losses(
     positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Every task's weighted squared error ``(T,)``."""
-    pred = forward(layout, flat, x, positions)
-    return ((pred.float() - y) ** 2 * weight).sum(dim=1)
+    return task_losses(forward(layout, flat, x, positions), y, weight)
 
 
 @torch.no_grad()

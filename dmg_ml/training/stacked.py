@@ -320,6 +320,12 @@ def _forward_matmul(
     return dense(p, h)[1]
 
 
+def task_losses(pred: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Every task's weighted squared error ``(..., N) → (...)`` (fp32): with weights ``1/n_t``
+    on a task's real rows and 0 on padding, its mean squared error."""
+    return ((pred.float() - y) ** 2 * weight).sum(dim=-1)
+
+
 def matmul_losses(
     layout: ParamLayout,
     flat: torch.Tensor,
@@ -330,8 +336,7 @@ def matmul_losses(
     chunks: int,
 ) -> torch.Tensor:
     """Every task's weighted squared error ``(T,)`` under the matmul kernels."""
-    pred = _forward_matmul(layout, layout.views(flat), u, positions, chunks)
-    return ((pred.float() - y) ** 2 * weight).sum(dim=1)
+    return task_losses(_forward_matmul(layout, layout.views(flat), u, positions, chunks), y, weight)
 
 
 @lru_cache(maxsize=1)
