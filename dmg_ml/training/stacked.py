@@ -116,9 +116,12 @@ class ParamLayout:
             for name, part, numel in zip(self.names, parts, self.numels, strict=True)
         }
 
-    def to_row(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A reference ``state_dict`` (of a window up to ``input_size`` long) as one row."""
-        row = torch.zeros(self.size)
+    def to_row(
+        self, state: dict[str, torch.Tensor], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """A reference ``state_dict`` (of a window up to ``input_size`` long) as one row, written
+        into ``out`` (zeros; default a new one)."""
+        row = torch.zeros(self.size) if out is None else out
         c2 = state["conv2.bias"].numel()
         for name, target in self.views(row).items():
             value = state[name].detach().to("cpu", torch.float32)
@@ -150,21 +153,17 @@ class ParamLayout:
         that). No module is built and the global RNG is not touched, so tasks can be drawn in
         threads of their own."""
         generator = torch.Generator().manual_seed(seed)
-        row = torch.zeros(self.size) if out is None else out
-        views = self.views(row)
-        bound = 0.0
+        state, bound = {}, 0.0
         for name, shape in _stored_shapes(input_size, self.channels).items():
             if name.endswith(".weight"):
                 own = (shape[0], shape[1] * shape[2]) if name == FC1 else shape
-                value = nn.init.kaiming_uniform_(torch.empty(own), a=math.sqrt(5),
-                                                 generator=generator)  # fmt: skip
-                bound = 1 / math.sqrt(value[0].numel())
-                if name == FC1:
-                    value = value.view(shape[0], shape[2], shape[1]).transpose(1, 2)
+                state[name] = nn.init.kaiming_uniform_(torch.empty(own), a=math.sqrt(5),
+                                                       generator=generator)  # fmt: skip
+                bound = 1 / math.sqrt(state[name][0].numel())
             else:
-                value = nn.init.uniform_(torch.empty(shape), -bound, bound, generator=generator)
-            views[name].view(self.shapes[name])[_corner(value.shape)] = value
-        return row
+                state[name] = nn.init.uniform_(torch.empty(shape), -bound, bound,
+                                               generator=generator)  # fmt: skip
+        return self.to_row(state, out)
 
 
 def _corner(shape: Sequence[int]) -> tuple[slice, ...]:
