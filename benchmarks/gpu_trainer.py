@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.trainer_speed import simulate_cohort, synthetic_lengths  # noqa: E402
 from dmg_ml.models.cnn import AdaptiveRegressionCNN  # noqa: E402
-from dmg_ml.training import batched, stacked  # noqa: E402
+from dmg_ml.training import batched, planning, stacked  # noqa: E402
 from dmg_ml.training.batched import FitTask, fit_batched  # noqa: E402
 from dmg_ml.training.reference import (  # noqa: E402
     TrainConfig,
@@ -251,7 +251,7 @@ def traffic_per_task_epoch(
 def _counting_launches(mode: Traffic):
     """Count the Triton launches' tensor inputs into ``mode`` (the dispatch mode sees only torch
     operators), where the fused kernels can be imported."""
-    if not batched.fused_available():
+    if not planning.fused_available():
         yield
         return
     from dmg_ml.training import conv_kernels
@@ -372,7 +372,7 @@ def stage_variants(args: argparse.Namespace, device: torch.device) -> None:
 def _set_fused_configs(row_configs, previous: dict | None = None) -> dict | None:
     """Give the fused row kernels only ``row_configs`` to choose from (None: leave them, or put
     ``previous`` back); returns the kernels replaced."""
-    if not batched.fused_available() or (row_configs is None and previous is None):
+    if not planning.fused_available() or (row_configs is None and previous is None):
         return None
     from dmg_ml.training import conv_kernels
 
@@ -383,7 +383,7 @@ def _set_fused_configs(row_configs, previous: dict | None = None) -> dict | None
 
 def print_tuned() -> None:
     """The configurations ``triton.autotune`` chose in this process, per kernel and key."""
-    if not batched.fused_available():
+    if not planning.fused_available():
         return
     from dmg_ml.training import conv_kernels
 
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
     if not args.kernels:
-        fused = device.type == "cuda" and batched.fused_available()
+        fused = device.type == "cuda" and planning.fused_available()
         args.kernels = ["fused", "matmul"] if fused else ["matmul"]
     header(args, device)
     STAGES[args.stage](args, device)

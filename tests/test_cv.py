@@ -16,7 +16,7 @@ from dmg_ml.evaluation.cv import (
     published_splits,
     scale_features,
 )
-from dmg_ml.training.batched import task_bytes
+from dmg_ml.training.planning import task_bytes
 from dmg_ml.training.reference import TrainConfig, init_model
 
 FAST = TrainConfig(max_epochs=100, patience=30)

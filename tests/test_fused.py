@@ -7,8 +7,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from dmg_ml.training import batched, conv_kernels, fused  # noqa: E402
-from dmg_ml.training.batched import FitTask, _choose_kernels, fit_batched  # noqa: E402
+from dmg_ml.training import conv_kernels, fused, planning  # noqa: E402
+from dmg_ml.training.batched import FitTask, fit_batched  # noqa: E402
+from dmg_ml.training.planning import choose_kernels  # noqa: E402
 from dmg_ml.training.reference import TrainConfig, init_model, predict, task_seed  # noqa: E402
 from dmg_ml.training.stacked import ParamLayout, matmul_losses, unfold_input  # noqa: E402
 
@@ -93,9 +94,9 @@ def test_fused_training_follows_the_matmul_path() -> None:
 
 def test_cuda_defaults_to_the_fused_kernels_where_triton_is_there(monkeypatch) -> None:
     cuda = torch.device("cuda")
-    assert _choose_kernels(300, 30, 700, cuda, None, packed=True) == "fused"
-    monkeypatch.setattr(batched, "fused_available", lambda: False)
-    assert _choose_kernels(300, 30, 700, cuda, None, packed=True) == "matmul"
-    assert _choose_kernels(30, 3, 40, torch.device("cpu"), None, packed=False) == "grouped"
+    assert choose_kernels(300, 30, 700, cuda, None, packed=True) == "fused"
+    monkeypatch.setattr(planning, "fused_available", lambda: False)
+    assert choose_kernels(300, 30, 700, cuda, None, packed=True) == "matmul"
+    assert choose_kernels(30, 3, 40, torch.device("cpu"), None, packed=False) == "grouped"
     with pytest.raises(ValueError, match="packed only"):
-        _choose_kernels(30, 3, 40, torch.device("cpu"), "grouped", packed=True)
+        choose_kernels(30, 3, 40, torch.device("cpu"), "grouped", packed=True)

@@ -13,10 +13,9 @@ from dmg_ml.training.batched import (
     _train_epoch,
     fit_batched,
     initial_rows,
-    task_bytes,
-    task_groups,
 )
 from dmg_ml.training.optim import BatchedAdam
+from dmg_ml.training.planning import task_bytes, task_groups
 from dmg_ml.training.reference import TrainConfig, fit_reference, init_model, predict, task_seed
 from dmg_ml.training.stacked import KERNELS, ParamLayout, stacked_forward, unfold_input
 

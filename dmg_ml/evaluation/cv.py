@@ -61,7 +61,8 @@ from sklearn.preprocessing import StandardScaler
 from dmg_ml.data.inputs import GeneData
 from dmg_ml.evaluation.metrics import pearson_r2, r2
 from dmg_ml.models.cnn import AdaptiveRegressionCNN
-from dmg_ml.training.batched import FitTask, fit_batched, gpu_memory_budget, task_bytes
+from dmg_ml.training.batched import FitTask, fit_batched
+from dmg_ml.training.planning import gpu_memory_budget, task_bytes
 from dmg_ml.training.reference import (
     TRAINERS,
     TrainConfig,

@@ -1,6 +1,6 @@
 """The fast trainer: many (gene, fold) tasks trained as one stacked model
 (``dmg_ml.training.stacked``: its parameter layout and forward passes; ``optim``: its Adams and
-early stoppings).
+early stoppings; ``planning``: which tasks train together, on which kernels).
 
 Same learning semantics as the reference trainer (``dmg_ml.training.reference``; read its
 docstring): same initial weights per task seed, same Adam, same loss, same early stopping and
@@ -44,12 +44,12 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
   one kernel forward and one backward (``dmg_ml.training.fused``, ``conv_kernels``): shifted rows
   read in place, bias, mask, residual and LeakyReLU in the epilogue, the backward written out by
   hand, weight gradients in fp32; tile sizes tuned per machine by ``triton.autotune``. Tasks of
-  nearby window lengths share a group (``task_groups``, 10 % slack on CUDA): shorter windows are
-  zero-padded and masked after every convolution, narrower channels padded, widths and offsets
-  aligned (``kernel_align``); padding gets exactly zero gradient. Measured on an H200 (issue
-  10's note): 35x the reference loop per gene-fold-epoch at L=215, where batched matmuls on
-  windows (``kernels="matmul"``, the fallback without Triton) gave 7x; on an H100, 19.7x at
-  L=215 falling to 6.3x at 647, where the fp32 reference is compute-bound (16 TFLOP/s).
+  nearby window lengths share a group (``planning.task_groups``, 10 % slack on CUDA): shorter
+  windows are zero-padded and masked after every convolution, narrower channels padded,
+  widths and offsets aligned (``kernel_align``); padding gets exactly zero gradient. Measured on
+  an H200 (issue 10's note): 35x the reference loop per gene-fold-epoch at L=215, where batched
+  matmuls on windows (``kernels="matmul"``, the fallback without Triton) gave 7x; on an H100,
+  19.7x at L=215 falling to 6.3x at 647, where the fp32 reference is compute-bound (16 TFLOP/s).
 * **Padding and masks.** Folds of unequal size are zero-padded to the largest; each task's loss
   is a weighted sum with weight ``1/n_t`` on its real rows and 0 on padding, so its gradient is its
   own mean-squared-error gradient.
@@ -64,23 +64,19 @@ Design, and why (figures measured on the project's 2-core AVX512-BF16 CPU):
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from dmg_ml.models.cnn import channel_widths, parameter_count
 from dmg_ml.training.optim import BatchedAdam, EarlyStopping
+from dmg_ml.training.planning import FitTask, gpu_memory_budget, plan, task_groups
 from dmg_ml.training.reference import TrainConfig, TrainResult, model_from_state
 from dmg_ml.training.stacked import (
-    KERNELS,
     Kernels,
     ParamLayout,
-    check_packing,
     compiled_matmul_losses,
     forward_grouped,
     forward_single,
@@ -91,33 +87,6 @@ from dmg_ml.training.stacked import (
     task_losses,
     unfold_input,
 )
-
-LOOP_MIN_ACTIVATIONS = 300_000
-
-
-@dataclass
-class FitTask:
-    """One model to train: its data, its seed and optionally the weights to start from."""
-
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_valid: np.ndarray
-    y_valid: np.ndarray
-    seed: int
-    init_state: dict[str, torch.Tensor] | None = None
-
-
-def gpu_memory_budget(device: torch.device) -> int:
-    """Bytes of GPU memory one batch of tasks may plan for: 40 % of what is free (cuBLAS
-    workspaces, the allocator's fragmentation and the transient buffers of backward take the
-    rest)."""
-    return int(0.4 * torch.cuda.mem_get_info(device)[0])
-
-
-def task_bytes(n_samples: int, length: int, channels: str) -> int:
-    """Rough peak memory of one task in training: activations kept for backward + weights."""
-    c1, c2 = channel_widths(length, channels)
-    return 4 * n_samples * length * 8 * (c1 + c2) + 24 * parameter_count(length, channels)
 
 
 class _StackedData:
@@ -165,12 +134,6 @@ def network_input(x: torch.Tensor, dtype: torch.dtype, kernels: Kernels) -> torc
     return x.contiguous() if kernels == "fused" else unfold_input(x)
 
 
-def fused_available() -> bool:
-    """Whether the fused kernels can run here (they need Triton, which CUDA builds of PyTorch
-    bring)."""
-    return importlib.util.find_spec("triton") is not None
-
-
 def _fused():
     from dmg_ml.training import fused  # imports Triton: only where the fused kernels run
 
@@ -197,7 +160,7 @@ class _Group:
         compiled: bool = False,
         rows: torch.Tensor | None = None,
     ) -> None:
-        self.kernels, self.layout = _plan(tasks, config, device, kernels)
+        self.kernels, self.layout = plan(tasks, config, device, kernels)
         self.lengths = np.array([t.X_train.shape[1] for t in tasks])
         length = self.layout.input_size
         packed = bool((self.lengths < length).any())
@@ -291,18 +254,6 @@ class _Group:
             part.select(keep)
 
 
-def _plan(
-    tasks: Sequence[FitTask], config: TrainConfig, device: torch.device, kernels: Kernels | None
-) -> tuple[Kernels, ParamLayout]:
-    """The kernels a group of ``tasks`` runs on and its parameter layout."""
-    lengths = [t.X_train.shape[1] for t in tasks]
-    length = max(lengths)
-    n = max(len(t.y_train) for t in tasks)
-    c1, _ = channel_widths(length, config.channels)
-    chosen = _choose_kernels(length, c1, n, device, kernels, min(lengths) < length)
-    return chosen, ParamLayout(length, config.channels, kernel_align(chosen))
-
-
 def initial_rows(
     layout: ParamLayout, tasks: Sequence[FitTask], workers: int | None = None
 ) -> torch.Tensor:
@@ -336,25 +287,6 @@ def _leaves(layout: ParamLayout, compute: torch.Tensor) -> dict[str, torch.Tenso
 def _store(grads: Sequence[torch.Tensor], out: torch.Tensor, layout: ParamLayout) -> None:
     for target, g in zip(layout.views(out).values(), grads, strict=True):
         target.copy_(g)
-
-
-def _choose_kernels(
-    length: int, c1: int, n: int, device: torch.device, kernels: Kernels | None, packed: bool
-) -> Kernels:
-    """On CUDA, the fused kernels where Triton is there, else batched matmuls (also for packed
-    windows on CPU); on CPU, oneDNN's grouped convolutions, or tasks one by one once each is big
-    enough to keep the CPU busy on its own."""
-    if kernels is not None:
-        if kernels not in KERNELS:
-            raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-        if packed:
-            check_packing(kernels)
-        return kernels
-    if device.type == "cuda" and fused_available():
-        return "fused"
-    if packed or device.type != "cpu":
-        return "matmul"
-    return "looped" if n * length * c1 >= LOOP_MIN_ACTIVATIONS else "grouped"
 
 
 def _masked_weight(group: _Group, weight: torch.Tensor) -> torch.Tensor:
@@ -458,7 +390,7 @@ def fit_batched(
     bytes by ``task_bytes`` (default: 40 % of the free memory on CUDA, unbounded on CPU).
     ``check_every`` is how often (in epochs) the host looks at early stopping (default 1 on CPU,
     10 on CUDA); ``kernels`` forces a way to run the stack (default: by device and size, see
-    ``_choose_kernels``); ``compiled`` runs the matmul kernels through ``torch.compile``;
+    ``planning.choose_kernels``); ``compiled`` runs the matmul kernels through ``torch.compile``;
     ``prefetch`` draws the next group's initial weights on the host while a group trains
     (default: on CUDA, where the GPU would otherwise wait for them). None of these changes the
     results beyond floating-point rounding.
@@ -474,7 +406,7 @@ def fit_batched(
 
     def host_rows(chunk: list[int]) -> torch.Tensor:
         chosen = [tasks[i] for i in chunk]
-        return initial_rows(_plan(chosen, config, device, kernels)[1], chosen)
+        return initial_rows(plan(chosen, config, device, kernels)[1], chosen)
 
     out: dict[int, TrainResult] = {}
     rows = None  # the group's initial weights, when drawn while the one before trained
@@ -489,32 +421,3 @@ def fit_batched(
     return [out[i] for i in range(len(tasks))]
 
 
-def task_groups(
-    tasks: Sequence[FitTask],
-    channels: str,
-    length_slack: float = 0.0,
-    max_tasks: int | None = None,
-    memory_budget: int | None = None,
-) -> list[list[int]]:
-    """Indices of the tasks trained together: by window length, each group's longest at most
-    ``1 + length_slack`` times its shortest, split to ``max_tasks`` tasks and ``memory_budget``
-    bytes (``task_bytes`` at the group's longest window; a task alone may exceed it)."""
-    order = sorted(range(len(tasks)), key=lambda i: (tasks[i].X_train.shape[1], i))
-    groups: list[list[int]] = []
-    current: list[int] = []
-    shortest = 0
-    for i in order:
-        length = tasks[i].X_train.shape[1]
-        n = len(tasks[i].y_train)
-        size = task_bytes(n, length, channels)
-        full = (max_tasks is not None and len(current) >= max_tasks) or (
-            memory_budget is not None and (len(current) + 1) * size > memory_budget
-        )
-        if not current or length > shortest * (1 + length_slack) or full:
-            if current:
-                groups.append(current)
-            current, shortest = [], length
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
