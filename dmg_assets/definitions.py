@@ -1,8 +1,6 @@
 """Everything Dagster loads: assets, checks, jobs, sensors, schedules and resources, in one place.
 """
 
-import os
-
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 
 from dmg_assets import data_layer, evaluation, experiments, prediction, report, training
@@ -10,16 +8,10 @@ from dmg_assets.automation import automation_sensor
 from dmg_assets.sensors import build_watch_schedule, register_default_cohorts, watch_source
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
+from dmg_resources.settings import DATA_DIR, SOURCE_URL, database_path, warehouse_root
 from dmg_resources.source import XenaSource
 from dmg_resources.warehouse import Warehouse
 
-#: The only two environment lookups of the project, read here and handed to resources.
-#: DMG_SOURCE_URL: where the source files come from; the embedded synthetic hub by default,
-#: e.g. https://tcga-xena-hub.s3.us-east-1.amazonaws.com/download/ for the public Xena hub.
-#: DMG_DATA_DIR: where the cache, warehouse and checkpoints live.
-#: Every resource field can also be overridden per run in the Launchpad.
-SOURCE_URL = os.environ.get("DMG_SOURCE_URL", "data/synthetic")
-DATA_DIR = os.environ.get("DMG_DATA_DIR", "data")
 #: When the ``watch_source_schedule`` looks at the source (cron, UTC): Mondays at 06:00. It does
 #: what the ``watch_source`` sensor does every few minutes, for hubs that cannot be polled cheaply.
 WATCH_SOURCE_CRON = "0 6 * * 1"
@@ -50,7 +42,7 @@ defs = Definitions(
     schedules=[build_watch_schedule(WATCH_SOURCE_CRON)],
     resources={
         "source": XenaSource(base_url=SOURCE_URL, cache_dir=f"{DATA_DIR}/cache"),
-        "warehouse": Warehouse(root=f"{DATA_DIR}/warehouse", database=f"{DATA_DIR}/dmg.duckdb"),
+        "warehouse": Warehouse(root=warehouse_root(), database=database_path()),
         "device": TorchDevice(),
         "checkpoints": CheckpointStore(root=f"{DATA_DIR}/checkpoints"),
     },
