@@ -12,8 +12,11 @@ verified, so a half-written or wrong file never sits under the final name:
 A sidecar ``<dest>.json`` records where the file came from, its sha256 and the server's
 validators (ETag, Last-Modified, Content-Length). The next call reuses the file only when its
 size matches the sidecar, a HEAD request shows the validators unchanged, and then its sha256
-still matches; otherwise it is downloaded again. A ``<dest>.lock`` file lock keeps two
-processes from writing one file.
+still matches (and, for a ``file://`` source, the source's sha256 too); otherwise it is
+downloaded again. A ``<dest>.lock`` file lock keeps two processes from writing one file.
+
+``file://`` URLs are answered by a local adapter whose ETag covers the file's content as well as
+its size and mtime (``local_etag``), so a file edited in place is a new version.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -32,6 +36,8 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import requests
 import urllib3
@@ -54,6 +60,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 MARKUP_CONTENT_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "text/xml", "application/xml"}
 )
+
+#: A local file up to this size is identified (its ETag) by the sha256 of all its bytes; a larger
+#: one by the sha256 of its first and last ``LOCAL_EDGE_BYTES`` with its size and mtime.
+LOCAL_FULL_HASH_MAX_BYTES = 64 << 20
+LOCAL_EDGE_BYTES = 1 << 20
 
 Progress = Callable[[int, int | None], None]
 
@@ -97,16 +108,49 @@ class _Fetched:
 class _LocalFileAdapter(FileAdapter):
     """``FileAdapter`` that also sends ETag and Last-Modified, so unchanged files are reused.
 
-    The ETag is built from the file's size and nanosecond mtime, as web servers do.
+    The ETag is ``local_etag`` of the opened file: its mtime, size and a digest of its content.
     """
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         response = super().send(request, *args, **kwargs)
         if response.status_code == 200:
-            st = os.fstat(response.raw.fileno())
+            fd = response.raw.fileno()
+            st = os.fstat(fd)
             response.headers["Last-Modified"] = formatdate(st.st_mtime, usegmt=True)
-            response.headers["ETag"] = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+            if stat.S_ISREG(st.st_mode):
+                response.headers["ETag"] = local_etag(fd, st)
         return response
+
+
+def local_etag(fd: int, st: os.stat_result) -> str:
+    """The ETag of the open local file ``fd`` (``st`` its ``fstat``): mtime, size and content.
+
+    Size and mtime alone miss an edit in place that keeps both, so a content digest is added.
+    Up to ``LOCAL_FULL_HASH_MAX_BYTES`` it is the sha256 of the whole file and any edit shows.
+    Hashing a larger file whole (a full BRCA matrix is ~1.2 GB: seconds) on every HEAD, and so
+    on every sensor poll, is too slow; there only the first and last ``LOCAL_EDGE_BYTES`` are
+    hashed, with the size and mtime, and an edit between them that keeps size and mtime goes
+    unseen by the poll. ``download`` still catches it: reusing a cached copy of a ``file://``
+    source also compares the source's whole sha256 with the sidecar's.
+    """
+    digest = hashlib.sha256()
+    if st.st_size <= LOCAL_FULL_HASH_MAX_BYTES:
+        offset = 0
+        while chunk := os.pread(fd, CHUNK_BYTES, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+    else:
+        digest.update(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+        digest.update(os.pread(fd, LOCAL_EDGE_BYTES, 0))
+        digest.update(os.pread(fd, LOCAL_EDGE_BYTES, max(0, st.st_size - LOCAL_EDGE_BYTES)))
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}-{digest.hexdigest()[:16]}"'
+
+
+def local_path(url: str) -> Path | None:
+    """The local path a ``file://`` URL names; None for any other URL."""
+    if not url.startswith("file:"):
+        return None
+    return Path(url2pathname(urlsplit(url).path))
 
 
 def new_session() -> requests.Session:
@@ -435,11 +479,13 @@ def _reuse_if_unchanged(
     session: requests.Session, url: str, dest: Path, timeout_seconds: float
 ) -> Download | None:
     """The cached ``dest`` when its sidecar matches the server's current validators and the
-    file's sha256 still matches the sidecar's.
+    file's sha256 still matches the sidecar's; for a ``file://`` source, the source's too.
 
     The cheap checks (size, then HEAD validators) come first; hashing is last because it reads
     the whole file, a few seconds for a 1.2 GB matrix, which is accepted so that a corrupted or
-    edited cache entry is downloaded again instead of failing on every later run.
+    edited cache entry is downloaded again instead of failing on every later run. A local
+    source is read whole as well (twice the reading): its ETag hashes only the ends of a large
+    file (``local_etag``), and an edit in place between them must not leave a stale copy.
     """
     record = _read_json(_sibling(dest, ".json"))
     if not record or record.get("url") != url or not isinstance(record.get("sha256"), str):
@@ -454,6 +500,12 @@ def _reuse_if_unchanged(
         return None
     if _file_sha256(dest) != record["sha256"]:
         log.warning("%s: cached file's sha256 differs from its sidecar; downloading again", dest)
+        return None
+    source = local_path(url)
+    if source is not None and _source_sha256(source) != record["sha256"]:
+        log.warning(
+            "%s: source file's sha256 differs from the cached copy's; downloading again", url
+        )
         return None
     return Download(dest, url, record["size_bytes"], record["sha256"], reused=True, attempts=0)
 
@@ -539,6 +591,14 @@ def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     _hash_file(path, digest)
     return digest.hexdigest()
+
+
+def _source_sha256(path: Path) -> str | None:
+    """The local source's sha256; None if it cannot be read (the fresh download says why)."""
+    try:
+        return _file_sha256(path)
+    except OSError:
+        return None
 
 
 def _hash_file(path: Path, digest: Any) -> None:

@@ -4,8 +4,9 @@ The base URL may be the public hub, any ``http(s)://`` mirror, a ``file://`` URL
 local directory laid out like the hub (``TCGA.BRCA.sampleMap/HumanMethylation450.gz``, ...),
 which is how the embedded synthetic cohort is served: every base goes through ``download``.
 
-``XenaSource.version`` tells whether a cohort's files changed without reading them (HTTP HEAD
-validators; a local file's size and mtime), which the ``watch_source`` sensor polls.
+``XenaSource.version`` tells whether a cohort's files changed without downloading them (HTTP
+HEAD validators; a local file's size, mtime and a content digest, ``download.local_etag``),
+which the ``watch_source`` sensor polls.
 """
 
 import hashlib
@@ -29,12 +30,13 @@ from dmg_ml.data.xena import (
     METHYLATION_PATH,
     PROBE_MAP_PATH,
 )
-from dmg_resources.download import Download, Progress, download, new_session
+from dmg_resources.download import Download, Progress, download, local_path, new_session
 
 __all__ = [
     "EXPRESSION_PATH",
     "METHYLATION_PATH",
     "PROBE_MAP_PATH",
+    "MAX_COHORT_CHARS",
     "CohortNotFound",
     "CohortVersion",
     "FileVersion",
@@ -48,10 +50,19 @@ XENA_HUB_URL = "https://tcga-xena-hub.s3.us-east-1.amazonaws.com/download/"
 
 
 _COHORT = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$")
+#: Longest cohort name accepted. TCGA's are 2-8 characters, other projects' a few more
+#: (``TARGET-NBL``, ``CPTAC-3``); the name goes into directory and file names, which most file
+#: systems cap at 255 bytes.
+MAX_COHORT_CHARS = 64
 
 
 def validate_cohort(cohort: str) -> str:
     """``cohort`` unchanged if it is a Xena cohort name such as ``BRCA``; else ``ValueError``."""
+    if isinstance(cohort, str) and len(cohort) > MAX_COHORT_CHARS:
+        raise ValueError(
+            f"invalid cohort name {cohort[:16]!r}... ({len(cohort)} characters): "
+            f"a cohort name has at most {MAX_COHORT_CHARS} characters"
+        )
     if not isinstance(cohort, str) or not _COHORT.match(cohort):
         raise ValueError(
             f"invalid cohort name {cohort!r}: expected upper-case letters, digits and dashes, "
@@ -84,7 +95,9 @@ class FileVersion:
 
     Over HTTP: the ETag, Last-Modified and Content-Length a HEAD request answers. A local base
     (a directory or ``file://``) answers through ``download``'s own file adapter, whose ETag is
-    built from the file's size and nanosecond mtime: ``size_bytes`` and ``mtime_ns`` say so too.
+    built from the file's size, nanosecond mtime and a digest of its content
+    (``download.local_etag``: the whole file up to ``LOCAL_FULL_HASH_MAX_BYTES``, else its first
+    and last MiB); ``size_bytes`` and ``mtime_ns`` give the first two as well.
     """
 
     url: str
@@ -221,7 +234,8 @@ class XenaSource(dg.ConfigurableResource):
         return self.fetch(self.cohort_files(cohort)["expression"], progress)
 
     def version(self, cohort: str) -> CohortVersion:
-        """What the cohort's two files are now, from one HEAD request each (no download).
+        """What the cohort's two files are now, from one HEAD request each (no download; a
+        local file is read for its ETag: whole if small, else its ends, see ``local_etag``).
 
         Raises ``CohortNotFound`` when the source lacks a file, ``SourceUnavailable`` when it
         does not answer (after ``probe_retries``), both naming the URL tried.
@@ -283,8 +297,8 @@ class XenaSource(dg.ConfigurableResource):
         if root is not None:
             if not root.is_dir():
                 raise SourceUnavailable(url, f"{url}: the source directory {root} does not exist")
-            path = Path(url2pathname(urlsplit(url).path))
-            if not path.is_file():
+            path = local_path(url)
+            if path is None or not path.is_file():
                 raise CohortNotFound(
                     url, f"cohort {cohort!r} is not on the source: no file {path} ({url})"
                 )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dmg_resources import download as download_module
 from dmg_resources.download import Download, DownloadError, download
 from tests.http_server import FileServer
 
@@ -435,6 +436,48 @@ def test_file_url_reuse_and_change(remote: Path, tmp_path):
     bump_mtime(remote / "m.gz")
     again = download(url, dest, **FAST)
     assert not again.reused and again.sha256 == sha256(new)
+
+
+def test_local_source_edited_in_place_is_downloaded_again(remote: Path, tmp_path):
+    """Same size and mtime, one byte different: the local ETag and the reuse check see it."""
+    write_probe_map(remote)
+    source = remote / "probeMap" / "map"
+    dest = tmp_path / "map"
+    first = download(source, dest, **FAST)
+    edit_in_place(source, PROBE_MAP.index("chr16"), b"chr17")
+
+    again = download(source, dest, **FAST)
+
+    edited = PROBE_MAP.replace("chr16", "chr17")
+    assert not again.reused and again.sha256 == sha256(edited.encode()) != first.sha256
+    assert dest.read_text() == edited
+    assert download(source, dest, **FAST).reused
+
+
+def test_large_local_source_edited_in_place_is_downloaded_again(
+    remote: Path, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """Above the full-hash size the ETag covers the file's ends only; reuse still hashes it all."""
+    monkeypatch.setattr(download_module, "LOCAL_FULL_HASH_MAX_BYTES", 1024)
+    monkeypatch.setattr(download_module, "LOCAL_EDGE_BYTES", 128)
+    rows = "".join(f"cg{i:08d}\tG{i}\tchr1\t{i}\t{i}\t+\n" for i in range(200))
+    write_probe_map(remote, PROBE_MAP + rows)
+    source = remote / "probeMap" / "map"
+    assert source.stat().st_size > 4 * 1024
+    dest = tmp_path / "map"
+    sidecar = dest.with_name("map.json")
+    download(source, dest, **FAST)
+    etag = json.loads(sidecar.read_text())["etag"]
+
+    edit_in_place(source, len(PROBE_MAP) + rows.index("cg00000100"), b"cg00000999")
+    middle = download(source, dest, **FAST)
+
+    assert not middle.reused and dest.read_bytes() == source.read_bytes()
+    assert json.loads(sidecar.read_text())["etag"] == etag  # the ends are unchanged
+    edit_in_place(source, 1, b"X")
+    head = download(source, dest, **FAST)
+    assert not head.reused and dest.read_bytes() == source.read_bytes()
+    assert json.loads(sidecar.read_text())["etag"] != etag
 
 
 def test_stale_part_with_a_file_url_restarts_from_zero(remote: Path, tmp_path):

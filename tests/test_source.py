@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,22 @@ def test_good_cohorts_are_accepted():
         "COADREAD",
         "TCGA-X1",
     ]
+    assert validate_cohort("TARGET-NBL") == "TARGET-NBL"
+    assert validate_cohort("CPTAC-3") == "CPTAC-3"
+    assert validate_cohort("A" * 64) == "A" * 64
+
+
+def test_overlong_cohort_is_refused_before_any_path_is_made(tmp_path: Path):
+    source = XenaSource(base_url=str(tmp_path / "hub"), cache_dir=str(tmp_path / "cache"))
+
+    with pytest.raises(ValueError, match="at most 64 characters") as refused:
+        source.methylation("A" * 300)
+
+    message = str(refused.value)
+    assert "\n" not in message and len(message) < 200 and "300" in message
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(ValueError, match="at most 64 characters"):
+        XenaSource(watch_cohorts=["A" * 65])
 
 
 @pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a//b", "a/./b", ""])
@@ -139,6 +156,40 @@ def test_second_fetch_reuses_the_cache(server: FileServer, tmp_path: Path):
 
     assert again.reused and again.path == first.path
     assert again.path == tmp_path / "cache" / "TCGA.BRCA.sampleMap" / "HumanMethylation450.gz"
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrite ``path`` with ``data`` of the same size, keeping its mtime to the nanosecond."""
+    st = path.stat()
+    assert len(data) == st.st_size
+    with path.open("r+b") as stream:
+        stream.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_local_file_edited_in_place_is_a_new_version_and_fetched_again(hub: Path, tmp_path: Path):
+    """Same size, same mtime, one byte different: the version the sensor polls, the cache's
+    record and the fetch all see the edit."""
+    source = XenaSource(base_url=str(hub), cache_dir=str(tmp_path / "cache"), **FAST)
+    path = hub / METHYLATION_PATH.format(cohort="BRCA")
+    old = gzip.compress(b"sample\tTCGA-A1-A0SB-01A\ncg00000029\t0.5\n", compresslevel=0, mtime=0)
+    new = gzip.compress(b"sample\tTCGA-A1-A0SB-01A\ncg00000029\t0.6\n", compresslevel=0, mtime=0)
+    path.write_bytes(old)
+    source.methylation("BRCA")
+    source.expression("BRCA")
+    before = source.version("BRCA")
+    assert source.cached_since(before) is not None
+
+    rewrite_in_place(path, new)
+
+    after = source.version("BRCA")
+    assert after.key != before.key
+    assert after.methylation.etag != before.methylation.etag
+    assert source.cached_since(after) is None
+    again = source.methylation("BRCA")
+    assert not again.reused and again.sha256 == hashlib.sha256(new).hexdigest()
+    assert again.path.read_bytes() == new
+    assert source.cached_since(source.version("BRCA")) is not None
 
 
 def test_switching_base_url_downloads_again(server: FileServer, hub: Path, tmp_path: Path):
