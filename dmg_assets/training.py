@@ -65,6 +65,9 @@ DESCRIPTIONS = {
     "sha256, bytes, precision and honest R².",
 }
 TABLES = tuple(DESCRIPTIONS)
+REGISTRY = "cnn_checkpoints"
+#: Registry rows of models a retrain replaced with lower-scoring ones (their files are kept).
+SUPERSEDED = "cnn_superseded"
 
 
 #: The paper's training settings: the one home of their defaults is ``TrainConfig``.
@@ -207,7 +210,7 @@ def _tables(
 
 
 def _save_checkpoints(
-    store: CheckpointStore, partition: dict[str, str], results: list[GeneCVResult],
+    store: CheckpointStore, run_dir: tuple[str, ...], results: list[GeneCVResult],
     inputs: dict[str, GeneInput], config: TrainingConfig, config_json: str, run_id: str,
 ) -> list[dict]:
     """Save each gene's models as ``config`` asks (which models, which precision, which genes)
@@ -228,10 +231,7 @@ def _save_checkpoints(
                 checkpoint, folds=[half_precision(f) for f in checkpoint.folds],
                 final=checkpoint.final and half_precision(checkpoint.final),
             )
-        key, digest = store.save(
-            checkpoint, partition["cohort"], partition["protocol"], f"w{partition['window_bp']}",
-            run_id, result.gene,
-        )
+        key, digest = store.save(checkpoint, *run_dir, result.gene)
         rows.append(
             {
                 "gene": result.gene,
@@ -296,23 +296,34 @@ def cnn_models(
         on_gene_done=_Progress(context, len(inputs)), final_model=config.final_model,
     )
     config_json = json.dumps({**config.model_dump(), "precision": precision}, sort_keys=True)
-    registry = _save_checkpoints(
-        checkpoints, partition, results, {i.data.gene: i for i in inputs}, config, config_json,
-        context.run_id,
-    )
-    tables = _tables(results, context.run_id, config.trainer, registry, config.variant)
-    key = [*config.variant, "gene"] if config.genes else [*config.variant]
-    replaced = _registered_keys(warehouse, partition)
-    with warehouse.transaction() as transaction:
-        rows = {
-            name: transaction.replace_rows(name, partition, frame, key=key)
-            for name, frame in tables.items()
-        }
-    _remove_unregistered(checkpoints, replaced - _registered_keys(warehouse, partition))
+    run_dir = (partition["cohort"], partition["protocol"], f"w{partition['window_bp']}",
+               context.run_id)
+    with checkpoints.writing(*run_dir):  # until committed: sweep leaves its files alone
+        registry = _save_checkpoints(
+            checkpoints, run_dir, results, {i.data.gene: i for i in inputs}, config,
+            config_json, context.run_id,
+        )
+        tables = _tables(results, context.run_id, config.trainer, registry, config.variant)
+        key = [*config.variant, "gene"] if config.genes else [*config.variant]
+        with warehouse.transaction() as transaction:
+            rows = {
+                name: transaction.replace_rows(name, partition, frame, key=key)
+                for name, frame in tables.items()
+            }
+            superseded = _superseded(warehouse, partition, config.variant,
+                                     tables["cnn_gene_metrics"], context.run_id)
+            if not superseded.empty:
+                transaction.replace_rows(SUPERSEDED, partition, superseded,
+                                         key=[*config.variant, "gene", "path"])
+    checkpoints.sweep(lambda: _registered_keys(warehouse))
+    if not superseded.empty:
+        context.log.warning(_superseded_message(superseded))
     for name, frame in tables.items():
         metadata = {"rows": rows[name], "genes": len(results)}
         if name == "cnn_gene_metrics":
             metadata |= _r2_summary(frame)
+        if name == "cnn_checkpoints":
+            metadata["superseded_with_lower_r2"] = len(superseded)
         yield MaterializeResult(asset_key=name, metadata=metadata)
 
 
@@ -326,28 +337,45 @@ def _kept_models(checkpoint: GeneCheckpoint, layout: str) -> GeneCheckpoint:
     return checkpoint
 
 
-def _registered_keys(warehouse: Warehouse, partition: dict[str, str]) -> set[str]:
+def _superseded(
+    warehouse: Warehouse, partition: dict[str, str], variant: dict[str, str],
+    genes: pd.DataFrame, run_id: str,
+) -> pd.DataFrame:
+    """Registry rows of this variant's stored models whose gene this run scores lower (by
+    out-of-fold R²), with the run and R² that replace them: their files are kept."""
     try:
-        return set(warehouse.read("cnn_checkpoints", partition, columns=["path"])["path"])
+        old = warehouse.read(REGISTRY, partition)
     except LookupError:
-        return set()
+        return pd.DataFrame()
+    old = old[(old["tissue"] == variant["tissue"]) & (old["weights"] == variant["weights"])]
+    new_r2 = genes.set_index("gene")["r2"]
+    old = old[old["gene"].isin(new_r2.index)]
+    lower = old[new_r2.loc[old["gene"]].to_numpy() < old["r2"].to_numpy()]
+    frame = lower.assign(
+        superseded_by_run_id=run_id, superseded_by_r2=new_r2.loc[lower["gene"]].to_numpy(),
+        superseded_at=pd.Timestamp.now(tz="UTC").isoformat(),
+    )
+    return validate(SUPERSEDED, frame.reset_index(drop=True))
 
 
-def _remove_unregistered(store: CheckpointStore, keys: set[str]) -> None:
-    """Delete checkpoint files that the committed registry no longer lists.
+def _superseded_message(superseded: pd.DataFrame) -> str:
+    shown = ", ".join(f"{row.gene} {row.r2:.3f} → {row.superseded_by_r2:.3f}"
+                      for row in superseded.head(5).itertuples())
+    more = f" and {len(superseded) - 5} more" if len(superseded) > 5 else ""
+    return (
+        f"{len(superseded)} genes scored lower than their stored models ({shown}{more}); the "
+        f"new models replace them in {REGISTRY}, and the previous ones are kept: SELECT * FROM "
+        f"{SUPERSEDED} WHERE superseded_by_run_id = '{superseded['superseded_by_run_id'][0]}'"
+    )
 
-    Files are written under the run's own directory and the old ones are removed only after
-    the tables are committed, so a run killed at any point leaves a registry whose files are
-    all there, unchanged (at worst a few unlisted files of the killed run).
-    """
-    for key in keys:
-        try:
-            path = store.resolve(key)
-        except ValueError:
-            continue  # a row of the old format, outside the store
-        path.unlink(missing_ok=True)
-        with suppress(OSError):
-            path.parent.rmdir()  # the run's directory, once empty
+
+def _registered_keys(warehouse: Warehouse) -> set[str]:
+    """Every checkpoint key the committed warehouse names (current and superseded models)."""
+    keys: set[str] = set()
+    for table in (REGISTRY, SUPERSEDED):
+        with suppress(LookupError):
+            keys |= set(warehouse.read(table, columns=["path"])["path"])
+    return keys
 
 
 def _r2_summary(genes: pd.DataFrame) -> dict[str, float]:

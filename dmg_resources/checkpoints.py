@@ -11,13 +11,21 @@ without the registry's sha256 of the whole file.
 
 The registry stores the key (the path relative to ``root``), so a copied data directory reads its
 own files.
+
+A step writes its files into a directory of its run while it holds that directory's shared lock
+(``writing``); ``sweep`` deletes, in directories nobody holds, every file the registry does not
+list: the files a registry row stopped naming and those a killed step left (unregistered
+checkpoints, half-written ``.<gene>.safetensors.<uuid>``).
 """
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -35,6 +43,8 @@ SUFFIX = ".safetensors"
 _DIGEST = "content_sha256"
 FINAL_PREFIX = "final."
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+#: The lock file of a directory that steps are writing (``CheckpointStore.writing``).
+_WRITERS = ".writers.lock"
 
 
 class CheckpointError(ValueError):
@@ -80,6 +90,57 @@ class CheckpointStore(ConfigurableResource):
         data = _encode(checkpoint)
         _write_atomically(self.resolve(key), data)
         return key, hashlib.sha256(data).hexdigest()
+
+    @contextmanager
+    def writing(self, *parts: str | int) -> Iterator[Path]:
+        """Hold the directory ``parts`` names (a run's) against ``sweep`` while its files are
+        written and registered; any number of steps may hold one directory at once."""
+        directory = self.root_path.joinpath(*(_safe_name(p) for p in parts))
+        while True:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle = open(directory / _WRITERS, "a")  # noqa: SIM115 (held until the yield ends)
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            with suppress(FileNotFoundError):
+                if os.stat(directory / _WRITERS).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            handle.close()  # a sweep removed the directory between mkdir and the lock
+        try:
+            yield directory
+        finally:
+            handle.close()
+
+    def sweep(self, registered: Callable[[], set[str]]) -> list[str]:
+        """Delete the files of directories no step holds (``writing``) that ``registered()``,
+        the keys the committed registry lists, does not name; returns the deleted keys.
+
+        ``registered`` is called after those directories are locked, so a step that registered
+        its files and let go just before is seen."""
+        held = []
+        try:
+            for directory in sorted({p.parent for p in self.root_path.rglob("*") if p.is_file()}):
+                handle = open(directory / _WRITERS, "a")  # noqa: SIM115
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()  # a live step's
+                    continue
+                held.append((directory, handle))
+            keep = registered() if held else set()
+            deleted = []
+            for directory, _ in held:
+                for path in sorted(directory.iterdir()):
+                    key = path.relative_to(self.root_path).as_posix()
+                    if path.is_file() and path.name != _WRITERS and key not in keep:
+                        path.unlink()
+                        deleted.append(key)
+                if [p.name for p in directory.iterdir()] == [_WRITERS]:
+                    (directory / _WRITERS).unlink()
+                    with suppress(OSError):
+                        directory.rmdir()
+            return deleted
+        finally:
+            for _, handle in held:
+                handle.close()
 
     def load(self, key: str, sha256: str | None = None) -> GeneCheckpoint:
         """Read the checkpoint of a registry key, refusing one whose bytes no longer match

@@ -1,23 +1,36 @@
-"""The warehouse: every table partition is its own Parquet file; DuckDB views read them all.
+"""The warehouse: Parquet files listed by one snapshot; DuckDB views read the files it lists.
 
 Why Parquet files and not DuckDB tables: DuckDB allows one writing process per database file, so
 partitions materialised at once by several processes fail with "Could not set lock on file" (the
-known dagster-duckdb pain). Here a step stages its partitions in a private directory and moves
-them into place with renames, so concurrent writers never share a file, a failed step leaves the
-old partitions as they were, and re-materialising replaces rows instead of appending them.
+known dagster-duckdb pain). Here a step stages its partitions in a private directory and commits
+them by replacing one small file, so concurrent writers never share a file, a failed step leaves
+the old partitions as they were, and re-materialising replaces rows instead of appending them.
 
-A step's writes are one transaction: the tables it writes become visible together. Before the
-first rename the transaction writes a journal of its moves; a process killed between two renames
-leaves that journal behind, and the next reader or writer of the warehouse completes the moves
-(roll forward) before it reads or stages anything, so tables written together never disagree.
-Each transaction holds a lock on its staging directory while it lives; staging whose lock is free
-belongs to a dead process and is removed. A partition with rows is never replaced by an empty one
-unless ``allow_empty_replacement`` says so.
+The snapshot (``<root>/_manifest.json``) lists every data file of every table with its rows, and
+it is the only thing that says what the warehouse holds: a file on disk that it does not list
+does not exist to any reader. A step's writes are one transaction. Under the warehouse's commit
+lock it moves its staged files into the table directories under new names (nobody reads them
+yet), writes the next snapshot, which lists them in place of the partitions they replace, and
+renames it over the current one: that rename is the commit, so the tables a step writes become
+visible together, and a process killed at any point before it has changed nothing. Every reader
+(``read``, ``connect``, the DuckDB file, the DuckDB CLI) reads one snapshot's files, so nobody
+sees a partition absent or two tables from different commits, and no reader has anything to
+repair. Data files are never modified: a replaced file stays on disk for
+``retain_replaced_minutes`` (readers that took the older snapshot finish) and is then deleted
+by a later commit, which also deletes files a killed commit moved in and never listed.
 
-The DuckDB file holds only views (``warehouse/schema.sql``), with paths relative to its own
-directory, so a copied data directory reads its own files. It is rebuilt in a new file and renamed
-into place, so readers never contend with a writer for DuckDB's lock. Open it with
-``warehouse.query.connect`` (or set DuckDB's ``file_search_path`` to the file's directory).
+Locks are ``flock`` locks, which the kernel releases when their process dies, so a killed writer
+never wedges the others: the commit lock serialises commits (a moment each), a partition lock
+keeps ``replace_rows`` from its read to its commit, and each transaction holds a lock on its
+staging directory while it lives, so staging whose lock is free belongs to a dead process and is
+removed. A partition with rows is never replaced by an empty one unless
+``allow_empty_replacement`` says so.
+
+The DuckDB file holds only views (``warehouse/schema.sql``) over the snapshot's files, with paths
+relative to its own directory, so a copied data directory reads its own files. It is rebuilt in
+a new file and renamed into place within each commit, so readers never contend with a writer for
+DuckDB's lock and always open a whole commit. Open it with ``warehouse.query.connect`` (or set
+DuckDB's ``file_search_path`` to the file's directory).
 """
 
 from __future__ import annotations
@@ -27,15 +40,18 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource, get_dagster_logger
 from filelock import FileLock, Timeout
@@ -44,7 +60,12 @@ from pydantic import Field
 _log = logging.getLogger(__name__)
 _VIEW = re.compile(r"create\s+or\s+replace\s+view\s+(\w+)", re.IGNORECASE)
 _PART = re.compile(r"^[A-Za-z0-9_.+-]+$")
-_JOURNAL = "journal.json"
+MANIFEST = "_manifest.json"
+#: The view that says which snapshot the views read (its ``version``).
+SNAPSHOT_VIEW = "warehouse_snapshot"
+_FORMAT = "dmg.warehouse/1"
+#: How long a commit may wait for another's (commits hold the lock for moments, not minutes).
+COMMIT_LOCK_TIMEOUT_S = 600.0
 
 
 class EmptyPartitionError(ValueError):
@@ -57,12 +78,39 @@ def _statements(name: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state: each table's data files (paths relative to the root) with their
+    rows, and the files replaced since, with when (Unix time), until they are deleted."""
+
+    version: int = 0
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    retired: dict[str, float] = field(default_factory=dict)
+
+    def files(self, table: str, partition: Mapping[str, str] | None = None) -> dict[str, int]:
+        """The files of ``table`` (of one partition, sub-partitions included) and their rows."""
+        prefix = "/".join([table, *_hive(partition or {})]) + "/"
+        return {f: n for f, n in self.tables.get(table, {}).items() if f.startswith(prefix)}
+
+    def to_json(self) -> str:
+        return json.dumps({"format": _FORMAT, "version": self.version, "tables": self.tables,
+                           "retired": self.retired}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        data = json.loads(text)
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"not a dmg warehouse manifest (format {data.get('format')!r})")
+        return cls(int(data["version"]), data["tables"], data["retired"])
+
+
 class PartitionWriter:
     """Appends frames to Parquet files in a staging directory (one file per sub-partition)."""
 
     def __init__(self, staging: Path) -> None:
         self.staging = staging
         self.rows = 0
+        self.file_rows: dict[Path, int] = {}
         self._writers: dict[Path, pq.ParquetWriter] = {}
 
     def write(self, frame: pd.DataFrame | pa.Table, sub: Mapping[str, str] | None = None) -> None:
@@ -76,6 +124,7 @@ class PartitionWriter:
             writer = self._writers[path] = pq.ParquetWriter(path, table.schema)
         writer.write_table(table.cast(writer.schema))
         self.rows += table.num_rows
+        self.file_rows[path] = self.file_rows.get(path, 0) + table.num_rows
 
     def close(self) -> None:
         while self._writers:
@@ -99,25 +148,21 @@ def _hive(partition: Mapping[str, str]) -> list[str]:
     return parts
 
 
-def _rows_in(directory: Path) -> int:
-    """Rows of the Parquet files under ``directory`` (footers only)."""
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in directory.rglob("*.parquet"))
-
-
-def _swap(staged: Path, target: Path, trash: Path) -> None:
-    """Move ``staged`` onto ``target``; safe to repeat after a crash at any point."""
-    if not staged.exists():
-        return  # moved already
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        os.replace(target, trash)
-    os.replace(staged, target)
-
-
 def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     with suppress(FileNotFoundError, IsADirectoryError):
         path.unlink()
+
+
+@dataclass
+class _Staged:
+    table: str
+    partition: dict[str, str]
+    writer: PartitionWriter
+
+    @property
+    def name(self) -> str:
+        return f"{self.table} {self.partition}"
 
 
 class Transaction:
@@ -126,7 +171,7 @@ class Transaction:
     def __init__(self, warehouse: Warehouse, staging: Path) -> None:
         self.warehouse = warehouse
         self.staging = staging
-        self._staged: dict[Path, tuple[Path, int, str]] = {}
+        self._staged: dict[Path, _Staged] = {}
         self._locks: dict[Path, FileLock] = {}
         self._opened = 0
 
@@ -144,8 +189,7 @@ class Transaction:
         except BaseException:
             writer.abort()
             raise
-        name = f"{table} {dict(partition)}"
-        self._staged[target] = (writer.staging, writer.rows, name)
+        self._staged[target] = _Staged(table, dict(partition), writer)
 
     def write(
         self, table: str, partition: Mapping[str, str], frame: pd.DataFrame | pa.Table
@@ -166,8 +210,10 @@ class Transaction:
         """
         target = self.warehouse.partition_dir(table, partition)
         self._hold(target)
-        if any(target.rglob("*.parquet")):
-            old = pq.ParquetDataset(target, partitioning=None).read().to_pandas()
+        old_files = self.warehouse.snapshot().files(table, partition)
+        if old_files:
+            paths = [str(self.warehouse.root_path / f) for f in sorted(old_files)]
+            old = ds.dataset(paths, format="parquet").to_table().to_pandas()
             columns = [key] if isinstance(key, str) else list(key)
             if missing := [c for c in columns if c not in old.columns]:
                 raise ValueError(
@@ -187,20 +233,46 @@ class Transaction:
             self._locks[target] = lock
 
     def commit(self) -> None:
-        """Lock the targets, refuse empty replacements, journal the moves, then make them."""
+        """Lock the targets, refuse empty replacements, move the staged files in, then commit
+        the snapshot that lists them."""
         for target in sorted(self._staged):
             self._hold(target)
-        if not self.warehouse.allow_empty_replacement:
-            for target, (_, rows, name) in self._staged.items():
-                if rows == 0 and target.exists() and (old := _rows_in(target)):
-                    raise EmptyPartitionError(
-                        f"{name}: the step produced 0 rows and would replace the {old:,} rows "
-                        "there; nothing was written (set the warehouse resource's "
-                        "allow_empty_replacement to empty a partition on purpose)"
-                    )
-        moves = [(str(staged), str(target)) for target, (staged, _, _) in self._staged.items()]
-        _write_json_atomically(self.staging / _JOURNAL, moves)
-        _roll_forward(self.staging)
+        with self.warehouse.commit_lock():
+            current = self.warehouse.snapshot()
+            self._refuse_empty_replacements(current)
+            self.warehouse.commit_snapshot(self._next(current))
+
+    def _refuse_empty_replacements(self, current: Snapshot) -> None:
+        if self.warehouse.allow_empty_replacement:
+            return
+        for staged in self._staged.values():
+            old = sum(current.files(staged.table, staged.partition).values())
+            if staged.writer.rows == 0 and old:
+                raise EmptyPartitionError(
+                    f"{staged.name}: the step produced 0 rows and would replace the {old:,} "
+                    "rows there; nothing was written (set the warehouse resource's "
+                    "allow_empty_replacement to empty a partition on purpose)"
+                )
+
+    def _next(self, current: Snapshot) -> Snapshot:
+        """Move every staged file to its table directory under a new name and return the
+        snapshot that lists them instead of the files of the partitions they replace."""
+        root = self.warehouse.root_path
+        tables = {table: dict(entries) for table, entries in current.tables.items()}
+        retired, now = dict(current.retired), time.time()
+        for number, (target, staged) in enumerate(sorted(self._staged.items())):
+            entries = tables.setdefault(staged.table, {})
+            for old in current.files(staged.table, staged.partition):
+                retired[old] = now
+                del entries[old]
+            for file, rows in sorted(staged.writer.file_rows.items()):
+                relative = file.relative_to(staged.writer.staging)
+                moved = target / relative.parent / f"part-{self.staging.name}-{number}.parquet"
+                moved.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, moved)
+                entries[moved.relative_to(root).as_posix()] = rows
+        tables = {table: entries for table, entries in tables.items() if entries}
+        return Snapshot(current.version + 1, tables, retired)
 
     def release(self) -> None:
         while self._locks:
@@ -208,26 +280,27 @@ class Transaction:
             lock.release()
 
 
-def _roll_forward(staging: Path) -> None:
-    """Make the moves a transaction's journal lists; the journal goes last."""
-    journal = staging / _JOURNAL
-    moves = json.loads(journal.read_text())
-    for number, (staged, target) in enumerate(moves):
-        _swap(Path(staged), Path(target), staging / f"old-{number}")
-    journal.unlink()
-
-
-def _write_json_atomically(path: Path, data: object) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+def _write_atomically(path: Path, text: str) -> None:
+    """Write beside ``path``, flush to disk, rename over it: readers see the old file or the new."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        with open(partial, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class Warehouse(ConfigurableResource):
-    """Parquet partitions under ``root`` and a DuckDB file of views over them."""
+    """Parquet partitions under ``root``, the snapshot that lists them, and a DuckDB file of
+    views over them."""
 
     root: str = Field(
         default="data/warehouse", description="Directory holding one Parquet tree per table."
@@ -240,6 +313,11 @@ class Warehouse(ConfigurableResource):
         description="Let a step replace a partition that has rows with an empty one. Off, such "
         "a step fails and the old rows stay (an empty input file must not wipe a cohort).",
     )
+    retain_replaced_minutes: float = Field(
+        default=60.0, ge=0,
+        description="How long a replaced data file stays on disk after the commit that "
+        "replaced it, so that readers of the older snapshot (an open DuckDB session) finish.",
+    )
 
     @property
     def root_path(self) -> Path:
@@ -249,22 +327,62 @@ class Warehouse(ConfigurableResource):
     def _staging_root(self) -> Path:
         return self.root_path / ".staging"
 
+    @property
+    def _manifest_path(self) -> Path:
+        return self.root_path / MANIFEST
+
     def partition_dir(self, table: str, partition: Mapping[str, str]) -> Path:
         return self.root_path.joinpath(table, *_hive(partition))
 
-    def partition_lock(self, target: Path) -> FileLock:
-        """The lock serialising writers of one partition directory."""
+    def _lock(self, name: str, timeout: float = -1) -> FileLock:
         locks = self.root_path / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
-        key = str(target.relative_to(self.root_path)).replace(os.sep, "__")
-        return FileLock(locks / f"{key}.lock")
+        return FileLock(locks / f"{name}.lock", timeout=timeout)
+
+    def partition_lock(self, target: Path) -> FileLock:
+        """The lock serialising writers of one partition directory."""
+        return self._lock(str(target.relative_to(self.root_path)).replace(os.sep, "__"))
+
+    @contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Held while a snapshot is committed (and the views and the sweep that follow it)."""
+        with self._lock(".commit", timeout=COMMIT_LOCK_TIMEOUT_S):
+            yield
+
+    def snapshot(self) -> Snapshot:
+        """The committed state. A data directory written before snapshots existed (or never
+        written) is read from its files."""
+        try:
+            return Snapshot.from_json(self._manifest_path.read_text())
+        except FileNotFoundError:
+            return self._snapshot_from_files()
+
+    def _snapshot_from_files(self) -> Snapshot:
+        root = self.root_path
+        tables: dict[str, dict[str, int]] = {}
+        if root.exists():
+            for directory in sorted(d for d in root.iterdir() if _is_table_dir(d)):
+                entries = {p.relative_to(root).as_posix(): pq.ParquetFile(p).metadata.num_rows
+                           for p in sorted(directory.rglob("*.parquet"))}
+                if entries:
+                    tables[directory.name] = entries
+        return Snapshot(0, tables, {})
+
+    def commit_snapshot(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the committed state (the caller holds ``commit_lock``), then
+        refresh the DuckDB file's views and delete what no snapshot needs any more."""
+        _write_atomically(self._manifest_path, snapshot.to_json())
+        published = self._publish_quietly(snapshot)
+        self._sweep(snapshot, delete_replaced=published)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Stage partitions of any tables; on success they replace the old ones together, on
-        error nothing changes. Views are refreshed once, after the commit."""
+        error nothing changes."""
         self._staging_root.mkdir(parents=True, exist_ok=True)
-        self.recover()
+        self._start_snapshots()
+        self._remove_dead_staging()
+        self._refresh_stale_views()
         name = uuid.uuid4().hex
         alive = FileLock(self._staging_root / f"{name}.lock")  # held while this step lives
         transaction = Transaction(self, self._staging_root / name)
@@ -278,33 +396,62 @@ class Warehouse(ConfigurableResource):
             _remove(transaction.staging)
             alive.release()
             Path(alive.lock_file).unlink(missing_ok=True)
-        self._publish_quietly()
 
-    def recover(self) -> None:
-        """Finish the commits of killed writers and remove the staging they left."""
-        if not self._staging_root.exists():
+    def _start_snapshots(self) -> None:
+        """Write the first snapshot (of the files there, for an older data directory) before
+        any commit moves a file in, so that files a killed commit left are never taken as
+        committed."""
+        if self._manifest_path.exists():
             return
+        with self.commit_lock():
+            if not self._manifest_path.exists():
+                _write_atomically(self._manifest_path, self._snapshot_from_files().to_json())
+
+    def _refresh_stale_views(self) -> None:
+        """Publish the views again when the DuckDB file shows an older snapshot than the
+        committed one (a writer killed between its commit and its views)."""
+        if self._published_version() == self.snapshot().version:
+            return
+        with self.commit_lock():
+            snapshot = self.snapshot()
+            if self._published_version() != snapshot.version:
+                self._publish_quietly(snapshot)
+
+    def _published_version(self) -> int | None:
+        try:
+            with duckdb.connect(self.database, read_only=True) as connection:
+                return connection.execute(f"SELECT version FROM {SNAPSHOT_VIEW}").fetchone()[0]
+        except duckdb.Error:
+            return None
+
+    def _remove_dead_staging(self) -> None:
+        """Remove the staging of writers that died (their lock is free)."""
         for lock_file in sorted(self._staging_root.glob("*.lock")):
             try:
                 with FileLock(lock_file, timeout=0):
-                    self._recover_one(self._staging_root / lock_file.stem)
+                    _remove(self._staging_root / lock_file.stem)
             except Timeout:
                 continue  # a live writer
             lock_file.unlink(missing_ok=True)
 
-    def _recover_one(self, staging: Path) -> None:
-        if (staging / _JOURNAL).exists():
-            targets = sorted(Path(t) for _, t in json.loads((staging / _JOURNAL).read_text()))
-            locks = [self.partition_lock(t) for t in targets]
-            for lock in locks:
-                lock.acquire()
-            try:
-                _roll_forward(staging)
-                _log.warning("completed the commit of a killed writer (%s)", staging.name)
-            finally:
-                for lock in reversed(locks):
-                    lock.release()
-        _remove(staging)
+    def _sweep(self, snapshot: Snapshot, delete_replaced: bool) -> None:
+        """Delete files no snapshot lists (moved in by a commit that was killed before it
+        committed) and, once the DuckDB file shows ``snapshot`` (``delete_replaced``), replaced
+        files past their retention. Runs under the commit lock, the only place files enter the
+        table directories, so nothing it deletes is being committed."""
+        root, cutoff = self.root_path, time.time() - 60 * self.retain_replaced_minutes
+        expired = {f for f, when in snapshot.retired.items() if delete_replaced and when <= cutoff}
+        listed = {f for entries in snapshot.tables.values() for f in entries}
+        kept = set(snapshot.retired) - expired
+        for directory in (d for d in root.iterdir() if _is_table_dir(d)):
+            for path in directory.rglob("*.parquet"):
+                if path.relative_to(root).as_posix() not in listed | kept:
+                    path.unlink(missing_ok=True)
+            _remove_empty_dirs(directory)
+        if expired:
+            remaining = {f: w for f, w in snapshot.retired.items() if f not in expired}
+            _write_atomically(self._manifest_path, Snapshot(
+                snapshot.version, snapshot.tables, remaining).to_json())
 
     @contextmanager
     def writer(self, table: str, partition: Mapping[str, str]) -> Iterator[PartitionWriter]:
@@ -327,59 +474,60 @@ class Warehouse(ConfigurableResource):
         with self.transaction() as transaction:
             return transaction.replace_rows(table, partition, frame, key)
 
-    def _publish_quietly(self) -> None:
+    def _publish_quietly(self, snapshot: Snapshot) -> bool:
         try:
-            self.publish_views()
-        except (duckdb.Error, OSError, TimeoutError) as exc:
+            self._publish(snapshot)
+        except (duckdb.Error, OSError) as exc:
             get_dagster_logger().warning(
                 f"data written, but the views in {self.database} were not refreshed ({exc}); "
                 "they will be on the next write"
             )
+            return False
+        return True
 
     def read(
         self, table: str, partition: Mapping[str, str] | None = None,
         columns: list[str] | None = None, filters: list[tuple] | None = None,
     ) -> pd.DataFrame:
-        """A table's rows (of one partition when given) straight from Parquet."""
-        self.recover()
-        base = self.partition_dir(table, partition or {})
-        if not any(base.rglob("*.parquet")):
+        """A table's rows (of one partition when given) from the committed snapshot."""
+        chosen = self.snapshot().files(table, partition)
+        if not chosen:
             where = f" partition {dict(partition)}" if partition else ""
             raise LookupError(f"table {table!r}{where} has not been materialised")
-        dataset = pq.ParquetDataset(base, filters=filters, partitioning="hive")
-        return dataset.read(columns=columns).to_pandas()
+        base = self.partition_dir(table, partition or {})
+        dataset = ds.dataset([str(self.root_path / f) for f in sorted(chosen)],
+                             format="parquet", partitioning="hive", partition_base_dir=str(base))
+        expression = pq.filters_to_expression(filters) if filters else None
+        return dataset.to_table(columns=columns, filter=expression).to_pandas()
 
     def tables(self) -> list[str]:
         """Tables that have at least one Parquet file."""
-        if not self.root_path.exists():
-            return []
-        return sorted(
-            d.name for d in self.root_path.iterdir()
-            if not d.name.startswith(".") and any(d.rglob("*.parquet"))
-        )
+        return sorted(self.snapshot().tables)
 
     @property
     def _database_dir(self) -> Path:
         return Path(self.database).resolve().parent
 
-    def view_statements(self) -> list[str]:
-        """CREATE VIEW statements for the tables present, then the derived views.
+    def view_statements(self, snapshot: Snapshot | None = None) -> list[str]:
+        """CREATE VIEW statements over ``snapshot``'s files (the committed one by default) for
+        the tables it holds, then the derived views.
 
         Paths are relative to the database file's directory (DuckDB's ``file_search_path``).
         """
-        present = set(self.tables())
+        snapshot = snapshot or self.snapshot()
         root = Path(os.path.relpath(self.root_path, self._database_dir)).as_posix()
-        root = root.replace("'", "''")
         chosen = []
         for statement in _statements("schema.sql"):
             match = _VIEW.search(statement)
-            if match and match.group(1) in present:
-                chosen.append(statement.replace("{root}", root))
-        return chosen + _statements("derived.sql")
+            entries = snapshot.tables.get(match.group(1)) if match else None
+            if entries:
+                paths = ", ".join(_sql_string(f"{root}/{f}") for f in sorted(entries))
+                chosen.append(statement.replace("{files}", f"[{paths}]"))
+        version = f"CREATE OR REPLACE VIEW {SNAPSHOT_VIEW} AS SELECT {snapshot.version} AS version"
+        return [version, *chosen, *_statements("derived.sql")]
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with every view; touches no database file."""
-        self.recover()
         connection = duckdb.connect()
         _search_from(connection, self._database_dir)
         _create_views(connection, self.view_statements())
@@ -390,25 +538,43 @@ class Warehouse(ConfigurableResource):
             return connection.execute(sql, params or []).df()
 
     def publish_views(self) -> list[str]:
-        """(Re)create the views in the DuckDB file; returns the views it now holds.
+        """(Re)create the views of the committed snapshot in the DuckDB file; returns the
+        views it now holds. Failing here loses no data."""
+        with self.commit_lock():
+            return self._publish(self.snapshot())
 
-        The views are written to a new file that is renamed over the old one, so a reader
+    def _publish(self, snapshot: Snapshot) -> list[str]:
+        """The views are written to a new file that is renamed over the old one, so a reader
         holding the old file keeps reading it and a new reader opens the new one: nobody waits
-        for DuckDB's lock. Publishers are serialised by a file lock. Failing here loses no data.
-        """
+        for DuckDB's lock. The caller holds ``commit_lock``, so files are published in the
+        order of their snapshots."""
         database = Path(self.database).resolve()
         database.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(database) + ".lock", timeout=300):
-            fresh = database.with_name(f".{database.name}.{uuid.uuid4().hex}")
-            try:
-                with duckdb.connect(str(fresh)) as connection:
-                    _search_from(connection, database.parent)
-                    created = _create_views(connection, self.view_statements())
-                os.replace(fresh, database)
-            finally:
-                fresh.unlink(missing_ok=True)
-                Path(str(fresh) + ".wal").unlink(missing_ok=True)
+        fresh = database.with_name(f".{database.name}.{uuid.uuid4().hex}")
+        try:
+            with duckdb.connect(str(fresh)) as connection:
+                _search_from(connection, database.parent)
+                created = _create_views(connection, self.view_statements(snapshot))
+            os.replace(fresh, database)
+        finally:
+            fresh.unlink(missing_ok=True)
+            Path(str(fresh) + ".wal").unlink(missing_ok=True)
         return created
+
+
+def _is_table_dir(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith((".", "_"))
+
+
+def _remove_empty_dirs(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            with suppress(OSError):
+                path.rmdir()
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _search_from(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:

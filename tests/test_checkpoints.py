@@ -256,3 +256,32 @@ def test_a_checkpoint_without_any_model_is_refused(store, checkpoint) -> None:
     with pytest.raises(ValueError, match="fold model or a final model"):
         store.save(empty, *PARTS)
     assert not (Path(store.root) / KEY).exists()
+
+
+def test_sweep_deletes_what_the_registry_does_not_name_outside_the_directories_being_written(
+    store, checkpoint
+) -> None:
+    """Issue 22, case 8: a kill at the rename leaves ``.<gene>.safetensors.<uuid>``, and a kill
+    after the commit leaves the replaced run's files: the next sweep deletes both, never the
+    files of a step still writing."""
+    dead_run, live_run = ("BRCA", "honest", "w1", "dead"), ("BRCA", "honest", "w1", "live")
+    kept, _ = store.save(checkpoint, *dead_run, "KEPT")
+    dropped, _ = store.save(checkpoint, *dead_run, "DROPPED")
+    stage = store.root_path.joinpath(*dead_run, ".TP53.safetensors.0123abcd")
+    stage.write_bytes(b"half a file")
+    other_run, _ = store.save(checkpoint, "BRCA", "honest", "w1", "old", "TP53")
+    calls = []
+
+    def registered() -> set[str]:
+        calls.append(1)
+        return {kept}
+
+    with store.writing(*live_run) as directory:
+        unregistered_yet, _ = store.save(checkpoint, *live_run, "NEW")
+        deleted = store.sweep(registered)
+        assert (directory / "NEW.safetensors").exists()
+    assert sorted(deleted) == sorted(
+        [dropped, other_run, "BRCA/honest/w1/dead/.TP53.safetensors.0123abcd"])
+    assert calls == [1] and store.load(kept).gene == "TP53"
+    assert not store.root_path.joinpath("BRCA", "honest", "w1", "old").exists()
+    assert store.sweep(lambda: {kept, unregistered_yet}) == []

@@ -169,6 +169,8 @@ def test_a_run_dying_at_its_commit_leaves_every_registered_checkpoint_loadable(
     data_dir = tmp_path / "data"
     shutil.copytree(trained, data_dir)
     before = _registry(data_dir)
+    before_r2 = _resources(data_dir)["warehouse"].query(
+        "SELECT gene, r2 FROM cnn_gene_metrics WHERE chromosome = 'chr1'")
 
     def die(self):
         raise RuntimeError("killed at commit")
@@ -182,6 +184,31 @@ def test_a_run_dying_at_its_commit_leaves_every_registered_checkpoint_loadable(
     store = _resources(data_dir)["checkpoints"]
     for path, sha256 in zip(after["path"], after["sha256"], strict=True):
         assert store.load(path, sha256).folds
+    assert len(_on_disk(data_dir)) > len(_on_disk(trained))  # the dead run's files, unlisted
+
+    # Issue 22, cases 6 and 8: a quick retrain scores lower; its models replace the registry's,
+    # the better ones stay on disk, listed in cnn_superseded, and the dead run's files go.
+    result = _train(data_dir, "chr1", window_bp=100_000, max_epochs=2, patience=1)
+    warehouse = _resources(data_dir)["warehouse"]
+    new = warehouse.query("SELECT gene, r2 FROM cnn_gene_metrics WHERE chromosome = 'chr1'")
+    superseded = warehouse.query("SELECT * FROM cnn_superseded ORDER BY gene")
+    lower = new.merge(before_r2, on="gene", suffixes=("", "_before"))
+    lower = lower[lower["r2"] < lower["r2_before"]]
+    assert not lower.empty and superseded["gene"].tolist() == sorted(lower["gene"])
+    assert np.allclose(superseded["superseded_by_r2"], lower.sort_values("gene")["r2"])
+    for row in superseded.itertuples():
+        assert store.load(row.path, row.sha256).run_id == row.run_id != result.run_id
+    registry = warehouse.query("SELECT path FROM cnn_checkpoints")
+    assert _on_disk(data_dir) == set(registry["path"]) | set(superseded["path"])
+    metadata = result.asset_materializations_for_node("cnn_models")
+    counts = [m.metadata["superseded_with_lower_r2"].value for m in metadata
+              if "superseded_with_lower_r2" in m.metadata]
+    assert counts == [len(lower)]
+
+
+def _on_disk(data_dir) -> set[str]:
+    return {p.relative_to(data_dir / "checkpoints").as_posix()
+            for p in (data_dir / "checkpoints").rglob("*.safetensors*")}
 
 
 def test_retraining_removes_the_checkpoints_it_replaces(trained, tmp_path):
@@ -189,11 +216,7 @@ def test_retraining_removes_the_checkpoints_it_replaces(trained, tmp_path):
     shutil.copytree(trained, data_dir)
     _train(data_dir, "chr1", window_bp=100_000)
     registry = _resources(data_dir)["warehouse"].query("SELECT path FROM cnn_checkpoints")
-    on_disk = {
-        p.relative_to(data_dir / "checkpoints").as_posix()
-        for p in (data_dir / "checkpoints").rglob("*.safetensors")
-    }
-    assert on_disk == set(registry["path"])
+    assert _on_disk(data_dir) == set(registry["path"])
 
 
 def test_published_audit_rows_sit_beside_honest_ones_and_summary_reports_both(trained, tmp_path):

@@ -166,42 +166,6 @@ def test_an_empty_frame_never_replaces_a_partition_with_rows(tmp_path):
     assert warehouse.query("SELECT count(*) AS n FROM samples")["n"].item() == 0
 
 
-KILLED_BETWEEN_SWAPS = """
-import os, signal, sys
-import pandas as pd
-from dmg_resources import warehouse as module
-warehouse = module.Warehouse(root=sys.argv[1], database=sys.argv[2])
-swapped = []
-real_replace = os.replace
-def replace_then_die(src, dst):
-    real_replace(src, dst)
-    if "=" in os.path.basename(str(dst)):  # a staged partition moved into place
-        swapped.append(dst)
-        if len(swapped) == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-module.os.replace = replace_then_die
-with warehouse.transaction() as tx:
-    tx.write("left", {"cohort": "BRCA"}, pd.DataFrame({"gene": ["A", "B"], "run": [2, 2]}))
-    tx.write("right", {"cohort": "BRCA"}, pd.DataFrame({"gene": ["A", "B"], "run": [2, 2]}))
-"""
-
-
-def test_a_step_killed_between_table_swaps_is_completed_not_torn(tmp_path):
-    warehouse = _warehouse(tmp_path)
-    first = pd.DataFrame({"gene": ["A", "B"], "run": [1, 1]})
-    with warehouse.transaction() as tx:
-        tx.write("left", {"cohort": "BRCA"}, first)
-        tx.write("right", {"cohort": "BRCA"}, first)
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_BETWEEN_SWAPS, warehouse.root, warehouse.database],
-        check=False,
-    )
-    assert killed.returncode == -9
-    runs = {t: set(warehouse.read(t, {"cohort": "BRCA"})["run"]) for t in ("left", "right")}
-    assert runs == {"left": {2}, "right": {2}}
-    assert list((tmp_path / "wh" / ".staging").iterdir()) == []
-
-
 class _DiskFull(pq.ParquetWriter):
     def write_table(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -297,3 +261,167 @@ def test_replace_rows_on_a_composite_key_keeps_other_combinations(tmp_path):
                            key=["model", "gene"])
     rows = warehouse.read("scores", partition).sort_values(["model", "gene"])
     assert rows["r2"].tolist() == [0.9, 0.2, 0.3]
+
+
+# Two tables written together, each carrying the run that wrote it (samples.patient = "run<N>",
+# expression.log2_expression = N), as the subprocesses below write them too.
+TWO_TABLES = """
+def two_tables(tx, run, genes=("A", "B", "C")):
+    tx.write("samples", {"cohort": "BRCA"}, pd.DataFrame({
+        "sample": [f"S{i}" for i in range(3)], "patient": [f"run{run}"] * 3,
+        "sample_type_code": ["01"] * 3, "tissue": ["tumour"] * 3, "in_methylation": [True] * 3,
+        "in_expression": [True] * 3, "kept": [True] * 3}))
+    tx.write("expression", {"cohort": "BRCA"}, pd.DataFrame({
+        "gene": list(genes), "sample": ["S0"] * len(genes),
+        "log2_expression": [float(run)] * len(genes)}))
+"""
+exec(TWO_TABLES)
+
+
+def _two_tables(warehouse: Warehouse, run: int) -> None:
+    with warehouse.transaction() as tx:
+        two_tables(tx, run)  # noqa: F821 (defined by exec above)
+
+
+RUNS_SQL = ("SELECT (SELECT list(DISTINCT patient) FROM samples) AS samples, "
+            "(SELECT list(DISTINCT log2_expression) FROM expression) AS expression, "
+            "(SELECT count(*) FROM expression) AS genes")
+
+
+def _runs(frame_or_row) -> tuple:
+    samples, expression, genes = frame_or_row
+    return sorted(samples), sorted(f"run{int(v)}" for v in expression), genes
+
+
+def _runs_in_the_database_file(database: str) -> tuple:
+    with connect(database) as connection:
+        return _runs(connection.execute(RUNS_SQL).fetchone())
+
+
+# A commit killed at any of its renames: every reader (Python, the in-memory views, the DuckDB
+# file the CLI opens, which nobody repairs) sees the old commit or the new one whole, and the next
+# writer works. The script pauses before its first rename when asked to (argv[4]), so that a
+# second writer can be started while it holds its locks.
+KILLED_AT_RENAME = TWO_TABLES + """
+import os, signal, sys, time
+from pathlib import Path
+import pandas as pd
+from dmg_resources.warehouse import Warehouse
+warehouse = Warehouse(root=sys.argv[1], database=sys.argv[2])
+kill_after, pause = int(sys.argv[3]), sys.argv[4]
+moved = 0
+def counted(real):
+    def move(src, dst, *args, **kwargs):
+        global moved
+        if moved == 0 and pause != "-":
+            Path(pause, "ready").touch()
+            while not Path(pause, "go").exists():
+                time.sleep(0.02)
+        real(src, dst, *args, **kwargs)
+        moved += 1
+        if moved == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return move
+with warehouse.transaction() as tx:
+    two_tables(tx, 2)
+    os.replace, os.rename = counted(os.replace), counted(os.rename)
+"""
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3, 4])
+def test_a_commit_killed_at_any_rename_is_whole_to_every_reader(tmp_path, kill_after):
+    warehouse = _warehouse(tmp_path)
+    _two_tables(warehouse, run=1)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_RENAME, warehouse.root, warehouse.database,
+         str(kill_after), "-"], check=False,
+    )
+    assert killed.returncode in (-9, 0)
+    whole = ((["run1"], ["run1"], 3), (["run2"], ["run2"], 3))
+    assert _runs_in_the_database_file(warehouse.database) in whole  # first: it never repairs
+    assert _runs(warehouse.query(RUNS_SQL).iloc[0]) in whole
+    _two_tables(warehouse, run=3)
+    assert _runs_in_the_database_file(warehouse.database) == (["run3"], ["run3"], 3)
+    assert set(warehouse.read("samples", {"cohort": "BRCA"})["patient"]) == {"run3"}
+
+
+REPLACE_ROWS = """
+import sys
+from pathlib import Path
+import pandas as pd
+from dmg_resources.warehouse import Warehouse
+warehouse = Warehouse(root=sys.argv[1], database=sys.argv[2])
+Path(sys.argv[3]).touch()
+warehouse.replace_rows("expression", {"cohort": "BRCA"}, pd.DataFrame(
+    {"gene": ["D"], "sample": ["S0"], "log2_expression": [9.0]}), key="gene")
+"""
+
+
+def test_a_writer_waiting_on_one_that_is_killed_keeps_every_row(tmp_path):
+    """Issue 22, case 1: B's replace_rows starts while A is alive and committing; A is killed
+    between its renames; B must see A's commit or the one before, whole, and nothing wedges."""
+    warehouse = _warehouse(tmp_path)
+    _two_tables(warehouse, run=1)
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    a = subprocess.Popen([sys.executable, "-c", KILLED_AT_RENAME, warehouse.root,
+                          warehouse.database, "2", str(flags)])
+    deadline = time.monotonic() + 60
+    while not (flags / "ready").exists():
+        assert a.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    b = subprocess.Popen([sys.executable, "-c", REPLACE_ROWS, warehouse.root,
+                          warehouse.database, str(flags / "b_started")])
+    while not (flags / "b_started").exists():
+        assert b.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # B is now waiting for A's lock
+    (flags / "go").touch()
+    assert a.wait(60) == -9
+    assert b.wait(60) == 0
+    expression = warehouse.read("expression", {"cohort": "BRCA"}).sort_values("gene")
+    assert expression["gene"].tolist() == ["A", "B", "C", "D"]
+    assert len(set(expression["log2_expression"][:3])) == 1
+    _two_tables(warehouse, run=3)
+    assert set(warehouse.read("samples", {"cohort": "BRCA"})["patient"]) == {"run3"}
+
+
+SLOW_REWRITER = """
+import os, sys, time
+import pandas as pd
+from dmg_resources.warehouse import Warehouse
+warehouse = Warehouse(root=sys.argv[1], database=sys.argv[2])
+def slow(real):
+    def move(*args, **kwargs):
+        real(*args, **kwargs)
+        time.sleep(0.15)
+    return move
+os.replace, os.rename = slow(os.replace), slow(os.rename)
+def samples(n):
+    return pd.DataFrame({
+        "sample": [f"S{i}" for i in range(n)], "patient": [f"P{i}" for i in range(n)],
+        "sample_type_code": ["01"] * n, "tissue": ["tumour"] * n, "in_methylation": [True] * n,
+        "in_expression": [True] * n, "kept": [True] * n})
+for run in range(3):
+    with warehouse.transaction() as tx:
+        for cohort, n in (("BRCA", 5), ("COAD", 7)):
+            tx.write("samples", {"cohort": cohort}, samples(n))
+"""
+
+
+def test_readers_never_see_a_partition_absent_during_a_rewrite(tmp_path):
+    """Issue 22, case 3: a cohort absent between two renames counted 216 samples, not 448."""
+    warehouse = _warehouse(tmp_path)
+    with warehouse.transaction() as tx:
+        for cohort, n in (("BRCA", 5), ("COAD", 7)):
+            tx.write("samples", {"cohort": cohort}, _samples(cohort, n))
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_REWRITER, warehouse.root,
+                               warehouse.database])
+    counts = set()
+    while writer.poll() is None:
+        counts.add(warehouse.query("SELECT count(*) AS n FROM samples")["n"].item())
+        counts.add(len(warehouse.read("samples")))
+        with connect(warehouse.database) as connection:
+            counts.add(connection.execute("SELECT count(*) FROM samples").fetchone()[0])
+    assert writer.returncode == 0
+    assert counts == {12}

@@ -1,37 +1,39 @@
--- One view per table. Each table is a tree of Parquet files, one per partition
--- ({root}/<table>/cohort=<COHORT>[/chromosome=<chr>]/part-0.parquet), written by the Dagster assets.
+-- One view per table. Each table is a tree of Parquet files, one or more per partition
+-- (<root>/<table>/cohort=<COHORT>[/chromosome=<chr>]/part-<commit>-<n>.parquet), written by the
+-- Dagster assets. {files} is the list of the table's files in the committed snapshot
+-- (<root>/_manifest.json, dmg_resources.warehouse): a file it does not list is not read.
 -- Partition keys (cohort, chromosome) come from the directory names.
 
 -- samples: every barcode of a cohort's methylation and expression files.
 CREATE OR REPLACE VIEW samples AS
 SELECT cohort, sample, patient, sample_type_code, tissue, in_methylation, in_expression, kept
-FROM read_parquet('{root}/samples/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- probes: 450K probes with hg19 coordinates measured in a cohort, with their missing fraction;
 -- kept = false when more than 20% of samples miss the probe.
 CREATE OR REPLACE VIEW probes AS
 SELECT cohort, probe_id, chromosome, position, missing_fraction, kept
-FROM read_parquet('{root}/probes/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- m_values: M = log2(beta / (1 - beta)), clamped to [-10, 10]; imputed = filled by kNN.
 CREATE OR REPLACE VIEW m_values AS
 SELECT cohort, chromosome, probe_id, sample, m_value, imputed
-FROM read_parquet('{root}/m_values/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- expression: log2(RSEM + 1) of genes with mean > 1, samples present in both matrices.
 CREATE OR REPLACE VIEW expression AS
 SELECT cohort, gene, sample, log2_expression
-FROM read_parquet('{root}/expression/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- gene_promoters: expressed genes whose promoter (TSS +- 1 kb) holds at least one kept probe.
 CREATE OR REPLACE VIEW gene_promoters AS
 SELECT cohort, gene, chromosome, "start", "end", strand, tss, n_promoter_probes
-FROM read_parquet('{root}/gene_promoters/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- gene_windows: probes within [promoter start - W, promoter end + W]; distance_to_tss < 0 upstream.
 CREATE OR REPLACE VIEW gene_windows AS
 SELECT cohort, gene, window_bp, probe_id, chromosome, position, distance_to_tss
-FROM read_parquet('{root}/gene_windows/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- Training tables: partitioned by cohort, chromosome, protocol ('honest' or the 'published'
 -- audit) and window_bp; within a partition rows are keyed by tissue (the samples trained and
@@ -43,20 +45,20 @@ FROM read_parquet('{root}/gene_windows/**/*.parquet', hive_partitioning = true);
 CREATE OR REPLACE VIEW cnn_fold_metrics AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, fold, n_train, n_valid,
        n_test, r2, pearson_r2, epochs_run, best_epoch, run_id
-FROM read_parquet('{root}/cnn_fold_metrics/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- cnn_gene_metrics: one row per gene; r2 and pearson_r2 are pooled over out-of-fold predictions.
 CREATE OR REPLACE VIEW cnn_gene_metrics AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, n_cpgs, n_samples, r2,
        pearson_r2, mean_fold_r2, mean_fold_pearson_r2, mean_epochs, seconds, trainer, run_id,
        trained_at
-FROM read_parquet('{root}/cnn_gene_metrics/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- cnn_predictions: every sample's out-of-fold prediction.
 CREATE OR REPLACE VIEW cnn_predictions AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, sample, fold, y_true,
        y_pred, run_id
-FROM read_parquet('{root}/cnn_predictions/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- cnn_checkpoints: the registry: one file per gene holding its final model (final_model; trained
 -- on every sample, what prediction uses) and/or n_folds fold models, probe order, config;
@@ -67,14 +69,23 @@ CREATE OR REPLACE VIEW cnn_checkpoints AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, path, sha256, n_cpgs,
        n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
        bytes, run_id
-FROM read_parquet('{root}/cnn_checkpoints/**/*.parquet', hive_partitioning = true,
+FROM read_parquet({files}, hive_partitioning = true,
                   union_by_name = true);
+
+-- cnn_superseded: registry rows of models a retrain replaced with a lower out-of-fold R²
+-- (superseded_by_r2, by the run superseded_by_run_id); their checkpoint files are kept, so the
+-- better model stays loadable (dmg_resources.checkpoints.CheckpointStore.load(path, sha256)).
+CREATE OR REPLACE VIEW cnn_superseded AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, path, sha256, n_cpgs,
+       n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
+       bytes, run_id, superseded_by_run_id, superseded_by_r2, superseded_at
+FROM read_parquet({files}, hive_partitioning = true, union_by_name = true);
 
 -- cnn_cohort_summary: one row per cohort, protocol, window, tissue and weights.
 CREATE OR REPLACE VIEW cnn_cohort_summary AS
 SELECT cohort, protocol, window_bp, tissue, weights, genes, mean_r2, median_r2, mean_pearson_r2,
        median_pearson_r2, mean_n_cpgs
-FROM read_parquet('{root}/cnn_cohort_summary/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- Evaluation tables: every baseline model on the CNN's outer folds, partitioned like the CNN's
 -- (cohort, chromosome, protocol, window_bp), one row per model, tissue and gene (and fold /
@@ -84,33 +95,33 @@ FROM read_parquet('{root}/cnn_cohort_summary/**/*.parquet', hive_partitioning = 
 CREATE OR REPLACE VIEW model_fold_metrics AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
        pearson_r2, seconds, run_id
-FROM read_parquet('{root}/model_fold_metrics/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- model_gene_metrics: pooled out-of-fold R² and r² per model and gene.
 CREATE OR REPLACE VIEW model_gene_metrics AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2,
        pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
-FROM read_parquet('{root}/model_gene_metrics/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- model_predictions: out-of-fold predictions per model, gene and sample.
 CREATE OR REPLACE VIEW model_predictions AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true,
        y_pred, run_id
-FROM read_parquet('{root}/model_predictions/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- model_comparison: every pair of models per cohort, protocol, window and tissue over their
 -- common genes, for metric r2 and pearson_r2: mean/median delta (a - b), wins, Wilcoxon p, 95 % CI.
 CREATE OR REPLACE VIEW model_comparison AS
 SELECT cohort, protocol, window_bp, tissue, model_a, model_b, metric, genes, mean_delta, median_delta,
        share_a_wins, share_b_wins, wilcoxon_p, ci_low, ci_high
-FROM read_parquet('{root}/model_comparison/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- r2_by_cpg_count: per cohort, protocol, window, model and bin of CpGs in the window: genes,
 -- mean and median R², mean r² (the paper's CpG-count experiment).
 CREATE OR REPLACE VIEW r2_by_cpg_count AS
 SELECT cohort, protocol, window_bp, tissue, model, cpg_bin, bin_low, genes, mean_r2, median_r2,
        mean_pearson_r2, median_n_cpgs
-FROM read_parquet('{root}/r2_by_cpg_count/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- Experiments (docs/design.md §5), each written by its asset, one row per model and gene.
 
@@ -118,13 +129,13 @@ FROM read_parquet('{root}/r2_by_cpg_count/**/*.parquet', hive_partitioning = tru
 CREATE OR REPLACE VIEW tissue_experiment AS
 SELECT cohort, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2, pearson_r2,
        mean_fold_r2, mean_fold_pearson_r2, run_id
-FROM read_parquet('{root}/tissue_experiment/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- window_experiment: every model on the genes present in every window size (1 kb to 1 Mb).
 CREATE OR REPLACE VIEW window_experiment AS
 SELECT cohort, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2, pearson_r2,
        mean_fold_r2, mean_fold_pearson_r2, run_id
-FROM read_parquet('{root}/window_experiment/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- generalisation: models trained on source_cohort (its honest fold models) predicting the same
 -- gene in target_cohort: R² and r² of the mean of the fold models' predictions; coverage is the
@@ -132,7 +143,7 @@ FROM read_parquet('{root}/window_experiment/**/*.parquet', hive_partitioning = t
 CREATE OR REPLACE VIEW generalisation AS
 SELECT cohort AS source_cohort, target_cohort, protocol, window_bp, model, gene, n_cpgs, coverage,
        n_samples, r2, pearson_r2, run_id
-FROM read_parquet('{root}/generalisation/**/*.parquet', hive_partitioning = true);
+FROM read_parquet({files}, hive_partitioning = true);
 
 -- Prediction for new samples (python -m dmg_assets.predict, or prediction_job), partitioned by
 -- batch (one file of new samples; a batch predicted again replaces its rows). The batch name is
@@ -146,7 +157,7 @@ FROM read_parquet('{root}/generalisation/**/*.parquet', hive_partitioning = true
 CREATE OR REPLACE VIEW predicted_expression AS
 SELECT batch, sample, gene, model, training_cohort, protocol, window_bp, prediction, lower, upper,
        coverage, n_missing_probes, scale, run_id
-FROM read_parquet('{root}/predicted_expression/**/*.parquet', hive_partitioning = true,
+FROM read_parquet({files}, hive_partitioning = true,
                   hive_types = {'batch': VARCHAR});
 
 -- prediction_skipped: what a batch did not predict, with the reason: a gene (sample null) whose
@@ -154,5 +165,5 @@ FROM read_parquet('{root}/predicted_expression/**/*.parquet', hive_partitioning 
 -- own coverage. coverage is null for a gene left out for its R² (its model was not read).
 CREATE OR REPLACE VIEW prediction_skipped AS
 SELECT batch, gene, sample, reason, coverage, run_id
-FROM read_parquet('{root}/prediction_skipped/**/*.parquet', hive_partitioning = true,
+FROM read_parquet({files}, hive_partitioning = true,
                   hive_types = {'batch': VARCHAR});

@@ -63,6 +63,17 @@ _EXPERIMENT = {
     "run_id": pa.Column(**TEXT),
 }
 _EXPERIMENT_KEY = ["protocol", "window_bp", "tissue", "model", "gene"]
+_CHECKPOINT = {
+    "gene": pa.Column(**TEXT), "path": pa.Column(**TEXT),
+    "sha256": pa.Column(checks=pa.Check.str_matches(r"^[0-9a-f]{64}$"), **TEXT),
+    "n_cpgs": COUNT, "n_folds": pa.Column("int64", pa.Check.ge(0), coerce=True),
+    "final_model": pa.Column(bool, coerce=True),
+    "config": pa.Column(**TEXT), "r2": R2,
+    "pearson_r2": PEARSON_R2, "weights_dtype": pa.Column(
+        checks=pa.Check.isin(["fp16", "fp32"]), **TEXT),
+    "half_precision_delta_r2": pa.Column(float, pa.Check.ge(0.0), nullable=True, coerce=True),
+    "bytes": COUNT, "run_id": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
+}
 
 RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "cnn_gene_metrics": _result({
@@ -77,18 +88,13 @@ RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
     }, ["tissue", "weights", "gene", "fold"]),
     "cnn_predictions": _result({**_PREDICTIONS, "tissue": TISSUE, "weights": WEIGHTS},
                                ["tissue", "weights", "gene", "sample"]),
-    "cnn_checkpoints": _result({
-        "gene": pa.Column(**TEXT), "path": pa.Column(**TEXT),
-        "sha256": pa.Column(checks=pa.Check.str_matches(r"^[0-9a-f]{64}$"), **TEXT),
-        "n_cpgs": COUNT, "n_folds": pa.Column("int64", pa.Check.ge(0), coerce=True),
-        "final_model": pa.Column(bool, coerce=True),
-        "config": pa.Column(**TEXT), "r2": R2,
-        "pearson_r2": PEARSON_R2, "weights_dtype": pa.Column(
-            checks=pa.Check.isin(["fp16", "fp32"]), **TEXT),
-        "half_precision_delta_r2": pa.Column(float, pa.Check.ge(0.0), nullable=True,
-                                             coerce=True),
-        "bytes": COUNT, "run_id": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
-    }, ["tissue", "weights", "gene"]),
+    "cnn_checkpoints": _result(_CHECKPOINT, ["tissue", "weights", "gene"]),
+    # Registry rows of models a retrain replaced with a lower out-of-fold R²: their files are
+    # kept, so the better model stays reachable (CheckpointStore.load(path, sha256)).
+    "cnn_superseded": _result({
+        **_CHECKPOINT, "superseded_by_run_id": pa.Column(**TEXT), "superseded_by_r2": R2,
+        "superseded_at": pa.Column(**TEXT),
+    }, ["tissue", "weights", "gene", "path"]),
     "model_gene_metrics": _result({
         **_GENE_SCORES, "model": MODEL, "seconds": pa.Column(float), "run_id": pa.Column(**TEXT),
         "trained_at": pa.Column(**TEXT), "tissue": TISSUE,
