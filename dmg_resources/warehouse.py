@@ -29,8 +29,8 @@ removed. A partition with rows is never replaced by an empty one unless
 The DuckDB file holds only views (``warehouse/schema.sql``) over the snapshot's files, with paths
 relative to its own directory, so a copied data directory reads its own files. It is rebuilt in
 a new file and renamed into place within each commit, so readers never contend with a writer for
-DuckDB's lock and always open a whole commit. Open it with ``warehouse.query.connect`` (or set
-DuckDB's ``file_search_path`` to the file's directory).
+DuckDB's lock and always open a whole commit. Open it with ``dmg query`` or
+``warehouse.query.connect``, which let SQL read the warehouse's files and nothing else.
 """
 
 from __future__ import annotations
@@ -57,12 +57,15 @@ from dagster import ConfigurableResource, get_dagster_logger
 from filelock import FileLock, Timeout
 from pydantic import Field
 
+from warehouse import query
+
 _log = logging.getLogger(__name__)
 _VIEW = re.compile(r"create\s+or\s+replace\s+view\s+(\w+)", re.IGNORECASE)
 _PART = re.compile(r"^[A-Za-z0-9_.+-]+$")
 MANIFEST = "_manifest.json"
-#: The view that says which snapshot the views read (its ``version``).
-SNAPSHOT_VIEW = "warehouse_snapshot"
+#: The view that says which snapshot the views read (its ``version``) and where its files are
+#: (``root``, relative to the database file's directory: what ``dmg query`` lets SQL open).
+SNAPSHOT_VIEW = query.SNAPSHOT_VIEW
 _FORMAT = "dmg.warehouse/1"
 #: How long a commit may wait for another's (commits hold the lock for moments, not minutes).
 COMMIT_LOCK_TIMEOUT_S = 600.0
@@ -523,7 +526,8 @@ class Warehouse(ConfigurableResource):
             if entries:
                 paths = ", ".join(_sql_string(f"{root}/{f}") for f in sorted(entries))
                 chosen.append(statement.replace("{files}", f"[{paths}]"))
-        version = f"CREATE OR REPLACE VIEW {SNAPSHOT_VIEW} AS SELECT {snapshot.version} AS version"
+        version = (f"CREATE OR REPLACE VIEW {SNAPSHOT_VIEW} AS SELECT {snapshot.version} AS "
+                   f"version, {_sql_string(root)} AS root")
         return [version, *chosen, *_statements("derived.sql")]
 
     def connect(self) -> duckdb.DuckDBPyConnection:
