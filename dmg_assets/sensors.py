@@ -4,14 +4,17 @@ the source so that a new or changed cohort builds its data layer by itself (docs
 ``watch_source`` (a sensor) and the schedule ``build_watch_schedule`` makes share one check,
 :func:`check_source`. For every registered cohort and every cohort of the source's
 ``watch_cohorts`` it asks the source for the files' version (``XenaSource.version``: HEAD
-validators, or a local file's size and mtime) and requests the ``data_layer_job`` run of a cohort
+validators, or a local file's size, mtime and content digest) and requests the ``data_layer_job`` run of a cohort
 whose version is new, unless that version
 
 - is the one last seen (the sensor's cursor),
 - was launched before (a run tagged ``dmg/source_version``: failed ones are re-executed by
-  hand, never launched again), or
+  hand, never launched again),
 - is already built (the cache holds these files and every data-layer table of the cohort was
-  written after them: e.g. by ``make run``).
+  written after them: e.g. by ``make run``), or
+- is being built: a ``data_layer_job`` run of the cohort has not finished (the driver's, one from
+  the UI). The watch looks again on its next tick, when it finds the version built, rather than
+  building it a second time and so retraining the cohort's models behind the driver's back.
 
 The run key is ``"{cohort}:{version key}"``. A source that is down, or lacks a cohort's file, is
 reported in the tick (its log, and the skip reason when nothing else is requested) and requests
@@ -27,6 +30,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     DagsterRun,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -56,6 +60,9 @@ DATA_LAYER_JOB = "data_layer_job"
 #: Tag on every run the watch requests: the source version it builds.
 SOURCE_VERSION_TAG = "dmg/source_version"
 PARTITION_TAG = "dagster/partition"
+#: States of a data-layer run that has not finished: the watch waits for it.
+BUILDING = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
+            DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 #: Seconds between two looks of the sensor at the source (two HEAD requests per cohort).
 WATCH_INTERVAL_SECONDS = 300
 #: What a data-layer run writes (the group ``data_layer_job`` selects): a cohort's built tables.
@@ -147,10 +154,16 @@ def check_source(
             found.errors.append(f"{cohort}: {error}; nothing launched")
             continue
         key = version.key
-        found.versions[cohort] = key
         if last_seen.get(cohort) == key:
+            found.versions[cohort] = key
             found.notes.append(f"{cohort}: unchanged (version {key})")
             continue
+        building = _building(instance, cohort)
+        if building is not None:  # not remembered as seen: the next look finds it built
+            found.notes.append(f"{cohort}: its data layer is being built by run "
+                               f"{building.run_id}; looking again next time")
+            continue
+        found.versions[cohort] = key
         launched = _launched(instance, cohort, key)
         if launched is not None:
             found.notes.append(f"{cohort}: version {key} was launched before, in run "
@@ -168,6 +181,16 @@ def check_source(
     # A cohort the source did not answer for keeps its last version: no relaunch when it returns.
     found.versions = {c: v for c, v in last_seen.items() if c in cohorts} | found.versions
     return found
+
+
+def _building(instance: DagsterInstance, cohort: str) -> DagsterRun | None:
+    """A run of ``data_layer_job`` for ``cohort`` that has not finished (queued or going), from
+    the driver, the UI or this watch."""
+    runs = instance.get_runs(
+        RunsFilter(job_name=DATA_LAYER_JOB, tags={PARTITION_TAG: cohort},
+                   statuses=BUILDING), limit=1,
+    )
+    return runs[0] if runs else None
 
 
 def _launched(instance: DagsterInstance, cohort: str, key: str) -> DagsterRun | None:

@@ -18,6 +18,7 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -29,6 +30,7 @@ from dagster import (
     evaluate_automation_conditions,
     instance_for_test,
 )
+from dagster._core.test_utils import create_run_for_test
 
 from dmg_assets import definitions, runs
 from dmg_assets.automation import RETRAIN_ON_NEW_DATA
@@ -419,6 +421,34 @@ def test_data_layer_runs_of_the_driver_do_not_trigger_training(http_hub: Hub, tm
         auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
 
         assert auto.total_requested == 0
+
+
+def test_a_cohort_the_driver_is_building_is_neither_built_again_nor_retrained(
+    http_hub: Hub, tmp_path: Path
+):
+    """Issue 23, case 2: with ``make dev`` running, a tick during the driver's data-layer run
+    launched a second build, untagged, whose end requested all 23 chromosomes' models."""
+    source = source_for(http_hub, tmp_path)
+    defs = defs_for(source, tmp_path)
+    job = defs.resolve_job_def("data_layer_job")
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
+        auto = evaluate_automation_conditions(defs=defs, instance=instance)
+        source.fetch(source.cohort_files("BRCA")["methylation"])  # the driver, part way
+        driver = create_run_for_test(instance, job_name="data_layer_job",
+                                     status=DagsterRunStatus.STARTED,
+                                     tags={"dagster/partition": "BRCA", **runs.process_tags()})
+        during = tick(instance, source)
+        assert during.run_requests == []
+        assert f"being built by run {driver.run_id}" in during.skip_reason.skip_message
+        instance.report_run_failed(driver)  # its record; the build itself:
+        assert job.execute_in_process(instance=instance, partition_key="BRCA",
+                                      tags=runs.process_tags()).success
+        after = tick(instance, source, during.cursor)
+        assert after.run_requests == [] and "already built" in after.skip_reason.skip_message
+        for _ in range(2):
+            auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
+            assert auto.total_requested == 0
 
 
 # --- wiring ---------------------------------------------------------------------------------------
