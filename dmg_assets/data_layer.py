@@ -153,7 +153,9 @@ def samples(
         check_name="has_shared_samples",
         passed=len(kept) >= 10,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"samples_kept": len(kept)},
+        # text, not a number: the UI plots a check's numeric metadata of every cohort on one
+        # time axis, as if the cohorts were one series
+        metadata={"samples_kept": MetadataValue.text(f"{_cohort(context)['cohort']}: {len(kept)}")},
         description="At least 10 samples are in both matrices (enough for 5-fold CV).",
     )
 

@@ -2,13 +2,14 @@
 
 ``evaluation_report`` reads every evaluation table of the cohort from the warehouse, hands them to
 ``dmg_ml.evaluation.report`` and writes ``<data dir>/reports/<COHORT>/evaluation_report.html``
-(images embedded: it opens offline in any browser). Experiments not yet run appear in the page as
-a note saying how to run them. On a synthetic cohort the simulator's truth gives each model's
-distance to the ceiling: the share of variance methylation truly explains.
+(images embedded: it opens offline in any browser) and, beside it, ``gene_metrics.csv`` (every
+per-gene row, linked from the page). The page opens with where the data came from: the source's
+URL and whether it is the embedded synthetic hub (:func:`data_source`). Experiments not yet run
+appear in the page as a note saying how to run them. On a synthetic cohort the simulator's truth
+gives each model's distance to the ceiling: the share of variance methylation truly explains.
 """
 
 import base64
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +19,23 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_partitions
-from dmg_ml.evaluation.report import ReportInputs, headline_table, render_report, report_figures
-from dmg_resources.download import DownloadError
+from dmg_ml.evaluation.report import (
+    DataSource,
+    ReportInputs,
+    headline_table,
+    report_figures,
+    write_report,
+)
+from dmg_ml.synthetic.writer import MANIFEST
+from dmg_resources.download import DownloadError, local_path, to_url
 from dmg_resources.source import XenaSource
 from dmg_resources.warehouse import Warehouse
 
 REPORT_NAME = "evaluation_report.html"
+
+
+class NothingToReport(LookupError):
+    """The cohort has no evaluation results yet: nothing trained or evaluated on it."""
 
 
 def report_path(warehouse: Warehouse, cohort: str) -> Path:
@@ -47,11 +59,14 @@ def _ground_truth(source: XenaSource, cohort: str) -> pd.DataFrame | None:
     return pd.read_csv(path, sep="\t", usecols=["gene", "expected_r2"])
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+def data_source(source: XenaSource, ground_truth: bool) -> DataSource:
+    """Where the source reads from (its base as a URL) and whether that is a synthetic hub: a
+    local one holding the writer's ``synthetic_hub.json``, or any hub that served the simulator's
+    ground truth (``ground_truth``). Asks the network nothing."""
+    url = to_url(source.base_url)
+    root = local_path(url)
+    marked = root is not None and (root / MANIFEST).is_file()
+    return DataSource(url=url, synthetic=ground_truth or marked)
 
 
 @asset(
@@ -63,16 +78,17 @@ def _write_atomically(path: Path, text: str) -> None:
 )
 def evaluation_report(context: AssetExecutionContext, warehouse: Warehouse,
                       source: XenaSource) -> MaterializeResult:
-    """A self-contained HTML report of the cohort's evaluation: the models compared (honest and
-    published, R² and r², with intervals), CNN against elastic net per gene, R² against CpG count,
-    window and tissue, generalisation to other cohorts and, on synthetic cohorts, the distance to
-    the ground-truth ceiling. Open the file the metadata names in a browser."""
+    """A self-contained HTML report of the cohort's evaluation: where the data came from, the
+    models compared (honest and published, R² and r², with intervals), CNN against elastic net
+    per gene, a per-gene table (and every per-gene row as a CSV beside the page), R² against CpG
+    count, window and tissue, generalisation to other cohorts and, on synthetic cohorts, the
+    distance to the ground-truth ceiling. Open the file the metadata names in a browser."""
     cohort = context.partition_key
     gene_metrics = _rows(warehouse, "gene_metrics", "cohort", cohort)
     if gene_metrics is None or gene_metrics.empty:
-        raise LookupError(f"{cohort}: gene_metrics has no rows: materialise cnn_models or "
-                          "model_evaluation first")
-    runs = sorted(gene_metrics["run_id"].dropna().unique())
+        raise NothingToReport(f"{cohort}: gene_metrics has no rows: materialise cnn_models or "
+                              "model_evaluation first")
+    ground_truth = _ground_truth(source, cohort)
     inputs = ReportInputs(
         cohort=cohort,
         gene_metrics=gene_metrics,
@@ -81,11 +97,11 @@ def evaluation_report(context: AssetExecutionContext, warehouse: Warehouse,
         by_window=_rows(warehouse, "r2_by_window", "cohort", cohort),
         by_tissue=_rows(warehouse, "r2_by_tissue", "cohort", cohort),
         generalisation=_rows(warehouse, "generalisation_summary", "source_cohort", cohort),
-        ground_truth=_ground_truth(source, cohort),
+        ground_truth=ground_truth,
+        source=data_source(source, ground_truth is not None),
         provenance={
             "generated": datetime.now(UTC).isoformat(timespec="seconds"),
             "report run": context.run_id,
-            "run ids": ", ".join(runs),
             "config": ", ".join(
                 f"{p} W={int(w):,} {t}" for p, w, t in
                 gene_metrics[["protocol", "window_bp", "tissue"]].drop_duplicates()
@@ -93,15 +109,18 @@ def evaluation_report(context: AssetExecutionContext, warehouse: Warehouse,
             "warehouse": str(Path(warehouse.database).resolve()),
         },
     )
-    path = report_path(warehouse, cohort)
-    page = render_report(inputs)
-    _write_atomically(path, page)
+    path, csv = write_report(inputs, report_path(warehouse, cohort))
+    size = path.stat().st_size
     headline = headline_table(inputs)
     figures = report_figures(inputs)
-    context.log.info(f"{cohort}: report written to {path} ({len(page) / 1e6:.1f} MB)")
+    context.log.info(f"{cohort}: report written to {path} ({size / 1e6:.1f} MB), per-gene rows "
+                     f"to {csv}")
     metadata = {
         "path": MetadataValue.path(str(path)),
-        "bytes": len(page.encode()),
+        "genes_csv": MetadataValue.path(str(csv)),
+        "bytes": size,
+        "source": inputs.source.url,
+        "synthetic": inputs.source.synthetic,
         "models": ", ".join(sorted(gene_metrics["model"].unique())),
         "headline": MetadataValue.md(markdown_table(headline)),
         "ground_truth": inputs.ground_truth is not None,

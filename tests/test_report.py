@@ -1,6 +1,8 @@
 """The evaluation report: well-formed, self-contained HTML whose numbers are the inputs' numbers."""
 
 import base64
+import copy
+import functools
 import html
 import re
 from html.parser import HTMLParser
@@ -166,7 +168,7 @@ def test_the_full_report_is_well_formed_self_contained_and_small(full):
     # sections in the order of the brief
     ids = re.findall(r'<section id="([^"]+)"', document)
     assert ids == ["headline", "comparison", "cnn-vs-enet", "cpg-count", "window", "tissue",
-                   "generalisation", "ceiling"]
+                   "generalisation", "ceiling", "genes"]
 
 
 def test_the_renderer_is_pure():
@@ -177,12 +179,16 @@ def test_the_renderer_is_pure():
     assert "matplotlib.pyplot" not in imports and "plt." not in source
 
 
-def test_every_figure_and_table_names_its_run_and_config(full):
+def test_every_figure_names_its_scope_and_how_many_runs_made_it(full):
     _, document = full
-    for section in re.findall(r"<section.*?</section>", document, flags=re.S):
-        assert 'class="prov"' in section and "window_bp=1000000" in section, section[:80]
-    scatter = re.search(r'<section id="cnn-vs-enet">.*?</section>', document, flags=re.S)[0]
-    assert "run-cnn-honest, run-enet-honest" in scatter and "run-rf" not in scatter
+    for anchor in ("cnn-vs-enet", "cpg-count", "window", "tissue", "ceiling"):
+        caption = re.search(r"<figcaption>(.*?)</figcaption>",
+                            _section(document, anchor), flags=re.S)[1]
+        assert "±1 Mb" in caption or "Tissue all" in caption, anchor
+    scatter = _section(document, "cnn-vs-enet")
+    assert '<a href="#provenance">2 runs</a>' in scatter  # run-cnn-honest and run-enet-honest
+    provenance = re.search(r'<details[^>]*id="provenance".*?</details>', document, flags=re.S)[0]
+    assert "run-cnn-honest" in provenance and "window_bp=1000000" in provenance
 
 
 def test_headline_numbers_are_pandas_numbers_on_the_input(full):
@@ -323,3 +329,266 @@ def test_primary_scope_prefers_all_samples_and_the_default_window():
     assert primary_scope(metrics) == (100_000, "normal")
     assert primary_scope(pd.concat([metrics, default])) == (1_000_000, "all")
     assert primary_scope(metrics.drop(columns="tissue")) == (100_000, "all")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23 case 7: what a new user sees first, and what they can take away
+
+
+SYNTHETIC_URL = "file:///home/user/dmg/data/synthetic"
+XENA_URL = "https://tcga-xena-hub.s3.us-east-1.amazonaws.com/download/"
+
+
+class _Text(HTMLParser):
+    """The visible text chunks of the body in order, each with the ids of its open elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.chunks, self.in_body = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.in_body |= tag == "body"
+        if tag not in VOID:
+            self.ids.append(dict(attrs).get("id"))
+
+    def handle_endtag(self, tag):
+        if self.ids:
+            self.ids.pop()
+
+    def handle_data(self, data):
+        if self.in_body and data.strip():
+            self.chunks.append(([i for i in self.ids if i], data.strip()))
+
+
+@functools.cache
+def _built(n_genes: int) -> ReportInputs:
+    return _inputs(n_genes=n_genes)
+
+
+def _fresh(n_genes: int) -> ReportInputs:
+    """A private copy of the inputs of ``n_genes`` genes, built once per module."""
+    return copy.deepcopy(_built(n_genes))
+
+
+def _texts(document: str) -> list[tuple[list[str], str]]:
+    parser = _Text()
+    parser.feed(document)
+    return parser.chunks
+
+
+def _section(document: str, anchor: str) -> str:
+    match = re.search(rf'<section id="{anchor}">.*?</section>', document, flags=re.S)
+    assert match, anchor
+    return match[0]
+
+
+def _header(document: str) -> str:
+    """Everything the page shows before its first section."""
+    return document[document.index("<body>"):document.index("<section ")]
+
+
+def _honest_only(inputs: ReportInputs) -> ReportInputs:
+    metrics = inputs.gene_metrics
+    inputs.gene_metrics = metrics[metrics["protocol"] == "honest"]
+    inputs.comparison = inputs.comparison[inputs.comparison["protocol"] == "honest"]
+    return inputs
+
+
+def _many_runs(inputs: ReportInputs, runs_per_model: int = 12) -> list[str]:
+    """One run id per model and 'chromosome', as make run writes them: ~50 for the report."""
+    metrics = inputs.gene_metrics.copy()
+    chromosome = metrics["gene"].str[1:].astype(int) % runs_per_model
+    metrics["run_id"] = [f"{m}-{p[:3]}-chr{c:02d}-5e6f-7a8b-9c0d1e2f3a4b" for m, p, c in
+                         zip(metrics["model"], metrics["protocol"], chromosome, strict=True)]
+    inputs.gene_metrics = metrics
+    runs = sorted(metrics["run_id"].unique())
+    inputs.provenance = {**inputs.provenance, "run ids": ", ".join(runs)}
+    return runs
+
+
+def _with_outliers(inputs: ReportInputs) -> ReportInputs:
+    """Gene G000 becomes the CNN's best gene by far (TOPGENE), G001 its worst (BADGENE)."""
+    metrics = inputs.gene_metrics
+    gene = metrics["gene"].replace({"G000": "TOPGENE", "G001": "BADGENE"})
+    cnn = metrics["model"] == "cnn"
+    r2 = metrics["r2"].mask(cnn & (gene == "TOPGENE"), 0.99).mask(cnn & (gene == "BADGENE"),
+                                                                   -2.5)
+    inputs.gene_metrics = metrics.assign(gene=gene, r2=r2)
+    if inputs.ground_truth is not None:
+        inputs.ground_truth = inputs.ground_truth.assign(
+            gene=inputs.ground_truth["gene"].replace({"G000": "TOPGENE", "G001": "BADGENE"}))
+    return inputs
+
+
+class _Drawn:
+    """Every text matplotlib draws into each saved figure, and the figure's size in pixels."""
+
+    def __init__(self):
+        self.figures: list[tuple[list[str], tuple[int, int]]] = []
+
+    def record(self, figure) -> None:
+        texts = [t.get_text() for t in figure.texts]
+        for axis in figure.axes:
+            texts += [t.get_text() for t in axis.texts] + [axis.get_title()]
+        width, height = figure.get_size_inches() * figure.dpi
+        self.figures.append((texts, (int(width), int(height))))
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> _Drawn:
+    from matplotlib.figure import Figure
+
+    recorder, save = _Drawn(), Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        recorder.record(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return recorder
+
+
+def test_the_data_source_is_the_first_thing_on_the_page():
+    inputs = _fresh(12)
+    inputs.source = report.DataSource(url=SYNTHETIC_URL, synthetic=True)
+    document = render_report(inputs)
+    _parse(document)
+    first_ids, first_text = _texts(document)[0]
+    assert "data-source" in first_ids and "synthetic" in first_text.lower()
+    banner = re.search(r'<[^>]+id="data-source".*?</p>', document, flags=re.S)[0]
+    assert SYNTHETIC_URL in banner and "not measured" in banner.lower()
+    assert "synthetic data" in re.search(r"<title>(.*?)</title>", document)[1]
+
+    inputs.source = report.DataSource(url=XENA_URL, synthetic=False)
+    document = render_report(inputs)
+    first_ids, first_text = _texts(document)[0]
+    banner = re.search(r'<[^>]+id="data-source".*?</p>', document, flags=re.S)[0]
+    assert "data-source" in first_ids and XENA_URL in banner
+    assert "synthetic" not in banner.lower() and "synthetic" not in _header(document).lower()
+
+    inputs.source = None
+    first_ids, first_text = _texts(render_report(inputs))[0]
+    assert "data-source" in first_ids and "not recorded" in first_text
+
+
+def test_without_published_rows_the_headline_says_so_and_how_to_run_them(full):
+    inputs = _honest_only(_fresh(12))
+    document = render_report(inputs)
+    headline = _section(document, "headline")
+    command = "dmg run --cohorts SYNTH --protocol published --seed 42 --keep-last-weights"
+    assert "No published-protocol rows" in headline and html.escape(command) in headline
+    assert "protocol: published" in headline  # the Launchpad config, for the UI
+    assert '<tr class="audit">' not in headline
+    assert "published protocol" in _header(document)  # listed among what was not run
+    # with published rows there is nothing to explain
+    assert "No published-protocol rows" not in full[1]
+
+
+def test_the_header_lists_what_this_report_did_not_run():
+    inputs = _honest_only(_fresh(12))
+    inputs.by_window, inputs.generalisation = None, None
+    header = _header(render_report(inputs))
+    not_run = re.search(r'<[^>]+id="not-run".*?</(p|div|ul)>', header, flags=re.S)[0]
+    for what, anchor in (("published protocol", "headline"), ("window", "window"),
+                         ("generalisation", "generalisation")):
+        assert what in not_run and f'href="#{anchor}"' in not_run, what
+    assert "tissue" not in not_run and "CpG" not in not_run  # those ran
+    assert 'id="not-run"' not in render_report(_fresh(12))  # everything ran
+
+
+def test_provenance_is_one_collapsed_block_and_no_footer_repeats_run_ids(drawn):
+    inputs = _fresh(24)
+    runs = _many_runs(inputs)
+    assert len(runs) > 40
+    document = render_report(inputs)
+    _parse(document)
+    blocks = re.findall(r"<details[^>]*>.*?</details>", document, flags=re.S)
+    provenance = [b for b in blocks if 'id="provenance"' in b]
+    assert len(provenance) == 1 and " open" not in provenance[0].split(">", 1)[0]
+    for run_id in runs:
+        assert document.count(run_id) == 1 and run_id in provenance[0], run_id
+    assert document.count("window_bp=1000000") == 1  # the config, once
+    assert 'class="prov"' not in document
+    assert drawn.figures
+    for texts, _ in drawn.figures:
+        assert not any("run" in t or "config" in t for t in texts), texts
+    # each figure still says how many runs made it, pointing to the block
+    scatter = _section(document, "cnn-vs-enet")
+    assert re.search(r'<a href="#provenance">\d+ runs?</a>', scatter)
+
+
+def test_the_per_gene_csv_is_written_beside_the_page_and_linked(tmp_path):
+    inputs = _fresh(12)
+    page = tmp_path / "reports" / "SYNTH" / "evaluation_report.html"
+    written = report.write_report(inputs, page)
+    csv = page.with_name(report.GENES_CSV)
+    assert written == (page, csv) and page.exists() and csv.exists()
+    assert not list(page.parent.glob(".*"))  # no partial file left behind
+    document = page.read_text(encoding="utf-8")
+    assert f'href="{report.GENES_CSV}"' in document
+    table = pd.read_csv(csv)
+    metrics = inputs.gene_metrics
+    assert len(table) == len(metrics)  # every protocol, window, tissue, model and gene
+    assert {"gene", "model", "protocol", "window_bp", "tissue", "n_cpgs", "n_samples", "r2",
+            "pearson_r2", "mean_fold_r2", "mean_fold_pearson_r2", "expected_r2",
+            "run_id"} <= set(table.columns)
+    row = table[(table["gene"] == "G005") & (table["model"] == "enet")
+                & (table["protocol"] == "honest")].iloc[0]
+    source = metrics[(metrics["gene"] == "G005") & (metrics["model"] == "enet")
+                     & (metrics["protocol"] == "honest")].iloc[0]
+    assert row["r2"] == pytest.approx(source["r2"]) and row["n_cpgs"] == source["n_cpgs"]
+    truth = inputs.ground_truth.set_index("gene")["expected_r2"]
+    assert row["expected_r2"] == pytest.approx(truth["G005"])
+    assert list(table.columns) == list(report.gene_table(inputs).columns)
+
+
+def _per_gene_r2(inputs: ReportInputs, model: str) -> pd.Series:
+    metrics = inputs.gene_metrics
+    rows = metrics[(metrics["protocol"] == "honest") & (metrics["model"] == model)]
+    return rows.set_index("gene")["r2"]
+
+
+def test_the_page_has_a_per_gene_table_naming_the_best_and_worst_genes():
+    inputs = _with_outliers(_fresh(30))
+    document = render_report(inputs)
+    _parse(document)
+    genes = _section(document, "genes")
+    assert "<th>gene</th>" in genes and "<th>CpGs</th>" in genes
+    assert "TOPGENE" in genes and "BADGENE" in genes
+    assert "<td class=\"num\">-2.500</td>" in genes and "<td class=\"num\">0.990</td>" in genes
+    text = re.sub(r"<[^>]+>", "", genes.split("<table", 1)[0])
+    best, worst = text.index("TOPGENE"), text.index("BADGENE")
+    assert "best" in text[:best] and "worst" in text[best:worst]
+    assert f'href="{report.GENES_CSV}"' in genes
+    # a cohort of thousands of genes shows the best and worst, the CSV has them all
+    many = _fresh(250)
+    genes = _section(render_report(many), "genes")
+    shown = re.findall(r"<tr><td>(G\d+)</td>", genes)
+    assert len(shown) == report.MAX_GENE_ROWS and "250 genes" in genes
+    ranked = _per_gene_r2(many, "cnn").sort_values(ascending=False)
+    half = report.MAX_GENE_ROWS // 2
+    assert shown == [*ranked.index[:half], *ranked.index[-half:]]
+
+
+def test_figures_are_large_and_label_the_outlier_genes(drawn):
+    inputs = _with_outliers(_fresh(30))
+    document = render_report(inputs)
+    assert len(drawn.figures) == 5
+    for _, (width, _height) in drawn.figures:
+        assert width >= 800
+    scatter_texts = drawn.figures[0][0]
+    assert "TOPGENE" in scatter_texts and "BADGENE" in scatter_texts
+    ceiling_texts = drawn.figures[-1][0]
+    assert "BADGENE" in ceiling_texts  # furthest below the ceiling
+    scatter = _section(document, "cnn-vs-enet")
+    assert "TOPGENE" in scatter and "BADGENE" in scatter  # the caption names them too
+
+
+def test_negative_generalisation_r2_beside_positive_r2_is_explained():
+    inputs = _fresh(12)
+    inputs.generalisation = inputs.generalisation.assign(mean_r2=-0.4, median_r2=-0.3,
+                                                         mean_pearson_r2=0.31)
+    section = _section(render_report(inputs), "generalisation")
+    text = re.sub(r"<[^>]+>", "", section)
+    assert "negative" in text and "offset" in text and "scale" in text
+    assert "COAD" in text.split("negative", 1)[1]  # names where it happened
