@@ -13,9 +13,13 @@ leaves out the genes whose honest R² is below ``min_r2``, predicts the others w
 * ``prediction_skipped``: the genes not predicted (``sample`` null) and the samples left out of a
   gene, with the reason.
 
-A batch materialised again replaces both of its partitions whole. A step that would predict
-nothing fails with the reason and writes nothing: no gene clears ``min_r2``, or the file shares
-too few probes with every model (none at all: the file's ids are not the models' probes).
+A batch exists once it holds rows (``batch_rows``; a registered partition without rows does not
+count). The step refuses an existing batch unless ``replace`` is set, before it reads anything;
+with ``replace`` both of its partitions are replaced whole. A step that would predict nothing
+fails with the reason and writes nothing: no gene clears ``min_r2``, or the file shares too few
+probes with every model (none at all: the file's ids are not the models' probes). Its refusals
+are ``PredictionInputError`` (the file) and ``PredictionRefused`` (the batch, the models, the
+genes), each message saying what to do.
 
 ``python -m dmg_assets.predict FILE`` registers a batch and runs ``prediction_job``
 (``dmg_assets.predict``).
@@ -96,6 +100,11 @@ _CHROMOSOME_ORDER = {c: i for i, c in enumerate(CHROMOSOMES)}
 _PREVIEW_ROWS = 10
 
 
+class PredictionRefused(ValueError):
+    """The step will not predict: the batch holds rows (and ``replace`` is off), no trained model
+    or gene to predict with. The message says what to do; nothing was written."""
+
+
 def validate_batch(name: str) -> str:
     """``name`` unchanged if it is a batch name (letters, digits, ``-`` and ``_``, at most 100,
     starting with a letter or digit); else ``ValueError``."""
@@ -125,6 +134,30 @@ def batch_name_for(path: str | Path) -> str:
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
     clean = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:100].rstrip("_-")
     return clean or "batch"
+
+
+def batch_rows(warehouse: Warehouse, batch: str) -> dict[str, int]:
+    """The rows ``batch`` holds in each table of ``TABLES`` that has some: a batch with rows
+    exists (empty when it has none)."""
+    held, rows = set(warehouse.tables()), {}
+    for table in TABLES:
+        if table in held:
+            count = warehouse.query(f"SELECT count(*) AS n FROM {table} WHERE batch = ?",
+                                    [validate_batch(batch)])["n"].iloc[0]
+            if count:
+                rows[table] = int(count)
+    return rows
+
+
+def existing_batch(batch: str, rows: dict[str, int], replace: str,
+                   new_batch: str) -> PredictionRefused:
+    """The refusal of a batch that holds ``rows``, saying how to replace it (``replace``) or to
+    predict into another batch (``new_batch``) from where the person stands."""
+    held = ", ".join(f"{n:,} rows in {table}" for table, n in rows.items())
+    return PredictionRefused(
+        f"batch {batch} already holds predictions ({held}): {replace} to replace them, or "
+        f"name another batch ({new_batch}) to keep both"
+    )
 
 
 def batch_sql(batch: str) -> str:
@@ -160,6 +193,11 @@ class PredictionConfig(Config):
     )
     genes: list[str] = Field(
         default_factory=list, description="Only these genes (default: every gene with a model)."
+    )
+    replace: bool = Field(
+        default=False,
+        description="Replace the batch's rows if it holds some; off, a batch with rows is refused "
+        "(two files of one name must not overwrite each other).",
     )
 
     @field_validator("training_cohort")
@@ -208,7 +246,8 @@ class _Progress:
 
 def _registry(warehouse: Warehouse, cohort: str, window_bp: int) -> pd.DataFrame:
     """gene, chromosome, path, sha256 and honest R² of the cohort's CNNs (all samples, best
-    weights) at ``window_bp``, in chromosome order; ``LookupError`` saying what to do when none."""
+    weights) at ``window_bp``, in chromosome order; ``PredictionRefused`` saying what to do when
+    none."""
     try:
         registry = warehouse.query(
             "SELECT gene, chromosome, path, sha256, r2 FROM cnn_checkpoints WHERE cohort = ? "
@@ -221,7 +260,7 @@ def _registry(warehouse: Warehouse, cohort: str, window_bp: int) -> pd.DataFrame
         registry = trained = pd.DataFrame()
     if registry.empty:
         there = ", ".join(f"{c} W={int(w):,}" for c, w in trained.itertuples(index=False))
-        raise LookupError(
+        raise PredictionRefused(
             f"no trained CNN of {cohort} at W={window_bp:,} (honest protocol, all samples, best "
             f"weights) in {Path(warehouse.database).resolve()}: train that cohort first "
             f"(python -m dmg_assets.run --cohorts {cohort} --train {cohort} --window-bp "
@@ -239,8 +278,8 @@ def _chosen(registry: pd.DataFrame, genes: list[str], cohort: str,
         return registry
     unknown = sorted(set(genes) - set(registry["gene"]))
     if unknown:
-        raise ValueError(f"genes without a trained CNN of {cohort} at W={window_bp:,}: "
-                         f"{unknown[:10]} ({len(unknown)} in all)")
+        raise PredictionRefused(f"genes without a trained CNN of {cohort} at W={window_bp:,}: "
+                                f"{unknown[:10]} ({len(unknown)} in all)")
     return registry[registry["gene"].isin(set(genes))].reset_index(drop=True)
 
 
@@ -355,6 +394,9 @@ def prediction(context: AssetExecutionContext, config: PredictionConfig, warehou
     """Predict expression for the batch's methylation file with the training cohort's CNNs; both
     tables are committed together, or nothing is written."""
     batch = _batch(context)
+    if not config.replace and (held := batch_rows(warehouse, batch)):
+        raise existing_batch(batch, held, "set replace: true in the run config",
+                             "a new partition of prediction_batch")
     data = read_methylation(config.input_path, config.scale)  # bad input fails here, first
     context.log.info(data.summary())
     cohort = config.training_cohort
@@ -362,7 +404,7 @@ def prediction(context: AssetExecutionContext, config: PredictionConfig, warehou
                        config.window_bp)
     low_r2 = ~(registry["r2"] >= config.min_r2)  # NaN R² is no evidence of a model: left out
     if low_r2.all():
-        raise ValueError(
+        raise PredictionRefused(
             f"no gene to predict: none of the {len(registry)} CNNs of {cohort} at "
             f"W={config.window_bp:,} has an honest R² of at least {config.min_r2:g} (best "
             f"{registry['r2'].max():.3f}); lower min_r2"

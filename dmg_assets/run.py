@@ -1,50 +1,101 @@
-"""Materialise the platform from a shell: ``python -m dmg_assets.run``.
+"""Materialise the platform from a shell: ``dmg run`` (or ``python -m dmg_assets.run``).
 
 Writes the embedded synthetic hub when the source is a local directory that lacks it, registers
 the cohorts as partitions, runs the data-layer job for each cohort, then trains the CNNs of the
 training cohorts, chromosome by chromosome, and summarises them. Every run is recorded in the
-Dagster instance (``$DAGSTER_HOME``), so the UI shows them.
+Dagster instance, so the UI shows them: ``$DAGSTER_HOME`` when it is set (it must exist), else the
+project's, ``.dagster_home`` beside the data directory, where ``make run`` keeps it too (created
+on first use, as the Makefile creates it).
 
-Cohort names are checked against the one rule for them (``validate_cohort``) before anything is
-written or registered. Runs left behind by a killed driver are marked failed and their pool slots
-freed before anything is launched; a training run waits, aloud, for a free slot in the training
-pool; Ctrl-C or SIGTERM stops the driver (exit code 130 or 143). See ``dmg_assets.runs``.
+The options (``dmg_assets.cli.run_parser``) are checked before any work: cohort names against
+their one rule (``validate_cohort``), the training options against ``TrainingConfig``, the models
+against ``EvaluationConfig``, the window against the windows the data layer builds, and the genes
+against the genes the hub lists when it lists them (a synthetic hub; on another, once its data
+layer has run). Runs left behind by a killed driver are marked failed and their pool slots freed
+before anything is launched; a training run waits, aloud, for a free slot in the training pool.
+
+Exit codes: 0 done; 2 an option, cohort, gene or input file refused (one line saying which); 1
+another failure (one line; ``--verbose`` adds the traceback); 130 after Ctrl-C, 143 after
+SIGTERM. See ``dmg_assets.runs``.
 """
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from dagster import AssetKey, Config, DagsterInstance, MultiPartitionKey
+from dagster._core.errors import DagsterError, DagsterHomeNotSetError
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from dmg_assets import runs
+from dmg_assets import cli, runs
 from dmg_assets.definitions import SOURCE_URL, defs
 from dmg_assets.evaluation import EvaluationConfig
 from dmg_assets.inputs import genes_by_chromosome
-from dmg_assets.partitions import DEFAULT_COHORTS, cohort_partitions
+from dmg_assets.partitions import cohort_partitions
 from dmg_assets.report import report_path
 from dmg_assets.training import POOL, TrainingConfig
 from dmg_ml.data.genome import CHROMOSOMES
-from dmg_ml.data.xena import PROBE_MAP_PATH, methylation_path
-from dmg_ml.models.registry import MODELS
+from dmg_ml.data.windows import WINDOW_SIZES
+from dmg_ml.data.xena import GROUND_TRUTH_PATH, PROBE_MAP_PATH, methylation_path
 from dmg_ml.synthetic.writer import MANIFEST, SMALL, hub_manifest, write_synthetic_hub
+from dmg_resources import settings
 from dmg_resources.source import CohortNotFound, SourceUnavailable, validate_cohort
 
-#: The experiments ``--experiments`` offers, and those of the default run (the window experiment
-#: trains every model four times over: through the option).
-EXPERIMENTS = ("tissue", "generalisation", "window")
-DEFAULT_EXPERIMENTS = ("tissue", "generalisation")
+#: The project's Dagster instance, beside the data directory (the Makefile's
+#: ``$(CURDIR)/.dagster_home`` beside its ``data/``), and the ``dagster.yaml`` it is created
+#: with: the Makefile's, no telemetry. tests/test_cli_errors.py checks both against the Makefile.
+INSTANCE_DIR = ".dagster_home"
+INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+
+
+def project_home() -> Path:
+    """Where the project's Dagster instance lives: ``.dagster_home`` beside the data directory."""
+    return Path(settings.DATA_DIR).resolve().parent / INSTANCE_DIR
 
 
 def _instance() -> DagsterInstance:
+    """The Dagster instance every command records its runs in: ``$DAGSTER_HOME`` when set, else
+    the project's (:func:`project_home`), created when missing with the Makefile's
+    ``dagster.yaml`` and the training pool limited as :func:`_materialise` limits it.
+
+    A ``$DAGSTER_HOME`` that Dagster cannot use (no such directory, a relative path, a broken
+    ``dagster.yaml``) ends the command with one line and exit 2: a temporary instance would lose
+    the run history and the pool that runs share, and creating a mistyped directory would split
+    them.
+    """
     try:
         return DagsterInstance.get()
-    except Exception:  # no DAGSTER_HOME: runs are not kept, results still land in the warehouse
-        print("DAGSTER_HOME is not set: using a temporary Dagster instance", file=sys.stderr)
-        return DagsterInstance.ephemeral()
+    except DagsterHomeNotSetError:
+        pass
+    except Exception as exc:  # no such directory, a relative path, a dagster.yaml it refuses
+        said = " ".join(str(exc).split()).split(". Dagster requires")[0].rstrip(".")
+        if not isinstance(exc, DagsterError):
+            said = f"{type(exc).__name__}: {said}"
+        print(f"error: {said} (DAGSTER_HOME names the Dagster instance: an existing directory, "
+              f"by its absolute path; unset, the runs go to the project's, {project_home()})",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    home = project_home()
+    created = not (home / "dagster.yaml").exists()
+    if created:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "dagster.yaml").write_text(INSTANCE_YAML)
+        print(f"created the project's Dagster instance {home} (DAGSTER_HOME is not set): its "
+              "runs show in make dev's UI", flush=True)
+    instance = DagsterInstance.from_config(str(home))
+    if created:
+        _limit_pool(instance)
+    return instance
+
+
+def _limit_pool(instance: DagsterInstance) -> None:
+    """One slot of the training pool per GPU, one on CPU."""
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.set_concurrency_slots(POOL, max(1, _gpus()))
 
 
 def ensure_synthetic_hub(base: str, cohorts: list[str]) -> None:
@@ -65,12 +116,29 @@ def ensure_synthetic_hub(base: str, cohorts: list[str]) -> None:
         write_synthetic_hub(base, SMALL, cohorts=tuple(missing))
 
 
-#: CLI option → (config class, field) it sets: defaults, choices and help come from the config.
-_TRAINING_OPTIONS = ("window_bp", "protocol", "max_epochs", "patience", "seed")
+def unknown_genes(base: str, cohorts: list[str], genes: list[str]) -> str | None:
+    """Why ``genes`` cannot be trained on ``cohorts``, when the hub under ``base`` lists its genes
+    (a local synthetic hub: ``ground_truth/<COHORT>/genes.tsv``); else None. Read before the data
+    layer runs; on other hubs the genes are known only after it (``genes_by_chromosome``)."""
+    if "://" in base or not genes:
+        return None
+    for cohort in cohorts:
+        listing = Path(base) / GROUND_TRUTH_PATH.format(cohort=cohort)
+        if not listing.is_file():
+            continue
+        with listing.open(newline="") as table:
+            rows = list(csv.DictReader(table, delimiter="\t"))
+        unknown = sorted(set(genes) - {row["gene"] for row in rows})
+        if unknown:
+            examples = sorted(row["gene"] for row in rows if row["category"] == "modelled")[:3]
+            return (f"--genes: {', '.join(unknown[:10])} not among the {len(rows)} genes of "
+                    f"{cohort} in the hub {base} (e.g. {' '.join(examples)}; {listing} lists "
+                    "them)")
+    return None
 
 
 def _training_config(args: argparse.Namespace) -> dict:
-    config = {field: getattr(args, field) for field in _TRAINING_OPTIONS}
+    config = {field: getattr(args, field) for field in cli.TRAINING_OPTIONS}
     config["restore_best_weights"] = not args.keep_last_weights
     return {"ops": {"cnn_models": {"config": config}}}
 
@@ -115,43 +183,8 @@ def _experiment_config(args: argparse.Namespace, experiment: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cohorts", nargs="+", default=list(DEFAULT_COHORTS),
-                        help="cohorts to register and build (default %(default)s)")
-    parser.add_argument(
-        "--train", nargs="*", default=None,
-        help="cohorts to train and evaluate on (default: BRCA when among --cohorts, else the "
-        "first of them; none trains nothing)",
-    )
-    for field in _TRAINING_OPTIONS:
-        _config_option(parser, TrainingConfig, field)
-    _config_option(
-        parser, EvaluationConfig, "models",
-        help="baseline models to cross-validate beside the CNN (registry names: "
-        f"{', '.join(m for m in MODELS if m != 'cnn')}; default %(default)s); none skips the "
-        "evaluation",
-    )
-    parser.add_argument(
-        "--experiments", nargs="*", default=list(DEFAULT_EXPERIMENTS), choices=EXPERIMENTS,
-        help="the paper's experiments to run on each training cohort after its models: "
-        "tissue (all, tumour-only, normal-only samples), generalisation (its models applied to "
-        "the other cohorts), window (1 kb to 1 Mb; slower); default: "
-        + " ".join(DEFAULT_EXPERIMENTS) + "; none skips them",
-    )
-    parser.add_argument(
-        "--genes", nargs="+", default=None,
-        help="only these genes (any chromosomes: each goes to its own partition)",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true",
-        help="show Dagster's INFO events (each step's own progress) above the progress bar",
-    )
-    parser.add_argument(
-        "--keep-last-weights", action="store_true",
-        help="keep each fold's last-epoch weights (restore_best_weights: false), as the "
-        "authors' script does in effect; with --protocol published --seed 42 it is their run",
-    )
-    return parser
+    """The options of ``python -m dmg_assets.run``: those of ``dmg run``."""
+    return cli.run_parser(prog="python -m dmg_assets.run")
 
 
 def _cohort_names(parser: argparse.ArgumentParser, option: str, names: list[str]) -> list[str]:
@@ -159,42 +192,100 @@ def _cohort_names(parser: argparse.ArgumentParser, option: str, names: list[str]
     for name in names:
         try:
             validate_cohort(name.upper())
-        except ValueError:
-            parser.error(f"{option}: invalid cohort name {name!r}: expected letters, digits and "
-                         "dashes, e.g. BRCA or LUAD")
+        except ValueError as exc:
+            parser.error(f"{option}: {exc}")
     return [name.upper() for name in names]
+
+
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (argparse error, exit 2) what the runs' configs would refuse once the data layer
+    had run: the same config classes check the same values, before any work."""
+    try:
+        config = TrainingConfig(**_training_config(args)["ops"]["cnn_models"]["config"])
+        if args.models:
+            EvaluationConfig(**_evaluation_config(args)["ops"]["model_evaluation"]["config"])
+        config.train_config(precision="fp32")
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        parser.error(f"{flag}: {error['msg'].removeprefix('Value error, ')}")
+    except ValueError as exc:  # TrainConfig's own rule
+        parser.error(f"--max-epochs {args.max_epochs}, --patience {args.patience}: {exc}")
+    if args.window_bp not in WINDOW_SIZES:
+        parser.error(f"--window-bp {args.window_bp}: not a window the data layer builds "
+                     f"({', '.join(map(str, WINDOW_SIZES[:-1]))} or {WINDOW_SIZES[-1]} bp)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return drive(parser, parser.parse_args(argv))
+
+
+def drive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The run ``args`` asks for, its options checked first (``parser.error`` refuses them)."""
     cohorts = _cohort_names(parser, "--cohorts", args.cohorts)
     if args.train is None:
-        args.train = ["BRCA"] if "BRCA" in cohorts else cohorts[:1]
+        default = cli.DEFAULT_TRAINING_COHORT
+        args.train = [default] if default in cohorts else cohorts[:1]
     train = _cohort_names(parser, "--train", args.train)
+    _check_options(parser, args)
+    instance = _instance()
     runs.log_to_terminal()
-    return runs.until_interrupted(lambda: _materialise(args, cohorts, train))
+    return runs.until_interrupted(lambda: runs.in_one_line(
+        lambda: _materialise(args, cohorts, train, instance), verbose=args.verbose))
+
+
+#: Seconds a step of each kind took per unit of its work in ``make run`` (2 CPU cores, 16.1 min:
+#: a gene's CNN cross-validation, a gene and baseline model, a gene of an experiment per model,
+#: a cohort's data layer, summary or report). The progress bar counts these, so its ETA weighs a
+#: chromosome of 600 genes over one of 3 and training over a summary, not steps alike.
+WORK_SECONDS = {"data layer": 5.0, "training": 9.0, "evaluating": 0.8, "experiment": 0.6,
+                "window experiment": 6.0, "summaries": 2.0, "report": 2.0}
+#: Genes a chromosome is assumed to hold until the data layer says (the default hub's 69 / 23).
+ASSUMED_GENES_PER_CHROMOSOME = 3
+
+
+def step_work(kind: str, genes: int = 1, models: int = 1) -> float:
+    """The bar's units for one step: ``WORK_SECONDS[kind]`` × genes × models."""
+    return WORK_SECONDS[kind] * genes * models
 
 
 class _Progress:
-    """One bar over every step of the run, with an ETA, and the lines a person reads above it.
+    """One bar over the work of the run, with an ETA, and the lines a person reads above it.
 
-    Dagster's own event log goes to the console at ``log_level`` (WARNING unless ``--verbose``),
-    so the terminal shows progress, results and problems, not every engine event.
+    The bar counts work (``step_work``), not steps. Dagster's own event log goes to the console
+    at ``log_level`` (WARNING unless ``--verbose``), so the terminal shows progress, results and
+    problems, not every engine event; a failed step's stack trace only with ``--verbose`` (else
+    the driver says why in one line).
     """
 
-    def __init__(self, total: int, log_level: str) -> None:
-        self.bar = tqdm(total=total, unit="step", file=sys.stdout, dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+    def __init__(self, total: float, log_level: str) -> None:
+        self.bar = tqdm(total=total, file=sys.stdout, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]")
         self.log_level = log_level
 
+    def plan(self, remaining: float) -> None:
+        """The work left, now known better (after the data layer: the genes of each chromosome)."""
+        self.bar.total = self.bar.n + remaining
+        self.bar.refresh()
+
     def run(self, label: str, job, instance: DagsterInstance, run_config: dict | None = None,
-            **kwargs):
+            work: float = 1.0, **kwargs):
+        """A run of ``job``, ``work`` units of the bar; ``runs.RunFailed`` naming ``label`` when
+        it fails."""
         self.bar.set_description(label)
         config = {**(run_config or {}),
                   "loggers": {"console": {"config": {"log_level": self.log_level}}}}
-        result = runs.execute(job, instance, run_config=config, **kwargs)
-        self.bar.update(1)
+        if self.log_level != "INFO":
+            job = job.with_logger_defs({"console": runs.QUIET_CONSOLE})
+        try:
+            result = runs.execute(job, instance, run_config=config, **kwargs)
+        except Exception as exc:
+            raise runs.RunFailed(label, exc) from exc
+        if not result.success:
+            raise runs.RunFailed(label, RuntimeError(
+                f"run {result.run_id} failed: its events are in the Dagster UI (make dev)"))
+        self.bar.update(work)
         return result
 
     def say(self, text: str) -> None:
@@ -204,14 +295,35 @@ class _Progress:
         self.bar.close()
 
 
-def _steps(args: argparse.Namespace, cohorts: list[str], train: list[str]) -> int:
-    """Runs the driver will launch (with ``--genes``, an upper bound lowered as genes route)."""
-    per_cohort = len(CHROMOSOMES) * (1 + bool(args.models)) + 1 + len(args.experiments) + 1
-    return len(cohorts) + len(train) * per_cohort
+def _cohort_work(args: argparse.Namespace, genes: dict[str, int], others: int) -> float:
+    """The work of training and evaluating one cohort with ``genes`` per chromosome, then its
+    summaries, experiments and report."""
+    total = sum(step_work("training", n) + step_work("evaluating", n, len(args.models))
+                for n in genes.values())
+    models = len(args.models) + 1
+    for experiment in args.experiments:
+        if experiment == "window":
+            total += step_work("window experiment", sum(genes.values()), models)
+        elif experiment != "generalisation" or others:
+            total += step_work("experiment", sum(genes.values()), models)
+    return total + step_work("summaries") + step_work("report")
 
 
-def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str]) -> int:
-    instance = _instance()
+def _assumed_genes(args: argparse.Namespace) -> dict[str, int]:
+    if args.genes:
+        return {"any": len(args.genes)}
+    return dict.fromkeys(CHROMOSOMES, ASSUMED_GENES_PER_CHROMOSOME)
+
+
+def _planned_work(args: argparse.Namespace, cohorts: list[str], train: list[str]) -> float:
+    """The run's work as planned before the data layer says how many genes each chromosome has."""
+    others = {c: len(set(cohorts) - {c}) for c in train}
+    return step_work("data layer", len(cohorts)) + sum(
+        _cohort_work(args, _assumed_genes(args), others[c]) for c in train)
+
+
+def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str],
+                 instance: DagsterInstance) -> int:
     runs.release_stale_runs(instance)
     ensure_synthetic_hub(SOURCE_URL, sorted(set(cohorts) | set(train)))
     source = defs.resources["source"]
@@ -221,11 +333,15 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str])
         except (CohortNotFound, SourceUnavailable) as exc:
             print(f"error: {exc}; nothing was registered or run", file=sys.stderr)
             return 2 if isinstance(exc, CohortNotFound) else 1
+    unknown = unknown_genes(SOURCE_URL, train, args.genes or [])
+    if unknown:
+        print(f"error: {unknown}; nothing was registered or run", file=sys.stderr)
+        return 2
     known = set(instance.get_dynamic_partitions(cohort_partitions.name))
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
-    if instance.event_log_storage.supports_global_concurrency_limits:
-        instance.event_log_storage.set_concurrency_slots(POOL, max(1, _gpus()))
-    progress = _Progress(_steps(args, cohorts, train), "INFO" if args.verbose else "WARNING")
+    _limit_pool(instance)
+    progress = _Progress(_planned_work(args, cohorts, train),
+                         "INFO" if args.verbose else "WARNING")
     try:
         _run_all(args, cohorts, train, instance, progress)
     finally:
@@ -238,7 +354,8 @@ def _run_all(args: argparse.Namespace, cohorts: list[str], train: list[str],
              instance: DagsterInstance, progress: _Progress) -> None:
     data_job = defs.resolve_job_def("data_layer_job")
     for cohort in cohorts:
-        progress.run(f"data layer {cohort}", data_job, instance, partition_key=cohort)
+        progress.run(f"data layer {cohort}", data_job, instance, partition_key=cohort,
+                     work=step_work("data layer"))
         progress.say(f"data layer: {cohort} done")
 
     training_job = defs.resolve_job_def("training_job")
@@ -247,25 +364,30 @@ def _run_all(args: argparse.Namespace, cohorts: list[str], train: list[str],
     summaries = [AssetKey("cnn_summary"), AssetKey("r2_by_cpg_count")]
     summaries += [AssetKey("model_comparison")] if args.models else []
     warehouse = defs.resources["warehouse"]
+    routed = {c: genes_by_chromosome(warehouse, c, args.window_bp, args.genes or [])
+              for c in train}
+    others = {c: len(set(cohorts) - {c}) for c in train}
+    progress.plan(sum(_cohort_work(args, {k: len(v) for k, v in routed[c].items()}, others[c])
+                      for c in train))
     for cohort in train:
-        routed = genes_by_chromosome(warehouse, cohort, args.window_bp, args.genes or [])
-        chromosomes = CHROMOSOMES if not args.genes else list(routed)
-        if args.genes:  # fewer steps than the bar's upper bound
-            progress.bar.total -= (len(CHROMOSOMES) - len(chromosomes)) * (1 + bool(args.models))
+        chromosomes = CHROMOSOMES if not args.genes else list(routed[cohort])
         for chromosome in chromosomes:
             key = MultiPartitionKey({"cohort": cohort, "chromosome": chromosome})
-            genes = routed.get(chromosome, []) if args.genes else []
+            genes = routed[cohort].get(chromosome, []) if args.genes else []
+            n = len(routed[cohort].get(chromosome, []))
             progress.run(f"training {cohort} {chromosome}", training_job, instance,
-                         partition_key=key,
+                         partition_key=key, work=step_work("training", n),
                          run_config=_with_genes(_training_config(args), genes))
             if args.models:
                 progress.run(f"evaluating {cohort} {chromosome}", evaluation_job, instance,
-                             partition_key=key,
+                             partition_key=key, work=step_work("evaluating", n, len(args.models)),
                              run_config=_with_genes(_evaluation_config(args), genes))
             progress.say(_chromosome_line(warehouse, args, cohort, chromosome))
         progress.run(f"summaries {cohort}", summary_job, instance, partition_key=cohort,
-                     asset_selection=summaries)
-        _experiments(args, instance, summary_job, cohort, len(set(cohorts) - {cohort}), progress)
+                     asset_selection=summaries, work=step_work("summaries"))
+        genes_in_cohort = sum(len(v) for v in routed[cohort].values())
+        _experiments(args, instance, summary_job, cohort, others[cohort], progress,
+                     genes_in_cohort)
 
 
 def _chromosome_line(warehouse, args: argparse.Namespace, cohort: str, chromosome: str) -> str:
@@ -302,20 +424,21 @@ def _print_results(args: argparse.Namespace, train: list[str]) -> None:
 
 
 def _experiments(args: argparse.Namespace, instance: DagsterInstance, job, cohort: str,
-                 others: int, progress: _Progress) -> None:
+                 others: int, progress: _Progress, genes: int) -> None:
     """The requested experiments of ``cohort``, then its report (which notes any not run)."""
+    models = len(args.models) + 1
     for experiment in args.experiments:
         asset = f"{experiment}_experiment" if experiment != "generalisation" else experiment
         if asset == "generalisation" and not others:
             progress.say(f"generalisation: skipped, no cohort besides {cohort} (see --cohorts)")
-            progress.bar.update(1)
             continue
+        kind = "window experiment" if experiment == "window" else "experiment"
         progress.run(f"{experiment} {cohort}", job, instance, partition_key=cohort,
-                     asset_selection=[AssetKey(asset)],
+                     asset_selection=[AssetKey(asset)], work=step_work(kind, genes, models),
                      run_config=_experiment_config(args, asset))
         progress.say(f"experiment {experiment} on {cohort}: done")
     progress.run(f"report {cohort}", job, instance, partition_key=cohort,
-                 asset_selection=[AssetKey("evaluation_report")])
+                 asset_selection=[AssetKey("evaluation_report")], work=step_work("report"))
 
 
 def _gpus() -> int:

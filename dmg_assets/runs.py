@@ -12,7 +12,13 @@ that slot forever. Hence:
   process is gone as failed and frees their pool slots, and frees the slots still held by runs
   that are over or deleted;
 * before a job that uses a pool, :func:`wait_for_pool` waits for a free slot, saying at INFO level
-  which runs hold the pool, and stops at once on Ctrl-C or SIGTERM (:func:`until_interrupted`).
+  which runs hold the pool, and stops at once on Ctrl-C or SIGTERM (:func:`until_interrupted`):
+  exit code 130 after Ctrl-C, 143 after SIGTERM, whether a step was running or not.
+
+A failure is said the way a person reads it (:func:`in_one_line`): the project's own message in
+one line on stderr, exit 2 when it refuses what was asked (a ``ValueError`` or ``LookupError``
+naming the file, gene, sample or value), 1 when the work failed otherwise; the traceback only with
+``--verbose``. Dagster's console shows no stack trace of a failed step (:data:`QUIET_CONSOLE`).
 
 Runs without these tags, launched from the UI or with ``dagster job launch``, are left to Dagster:
 its run monitoring (the daemon, ``run_monitoring`` in ``dagster.yaml``) and the UI's "Terminate"
@@ -29,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +46,12 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     JobDefinition,
+    LoggerDefinition,
     RunsFilter,
+    colored_console_logger,
 )
+from dagster._core.errors import DagsterUserCodeExecutionError
+from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 from dagster._core.utils import make_new_run_id
 from dagster._utils.interrupts import check_captured_interrupt  # a signal Dagster holds back
 
@@ -62,6 +73,79 @@ REMIND_S = 30.0
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C."""
+
+
+class RunFailed(Exception):
+    """A run of ``what`` (``"data layer BRCA"``) failed with ``error``, the step's own exception."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"{what}: {_said(error)}")
+        self.what, self.error = what, error
+
+
+def user_error(error: BaseException) -> BaseException:
+    """The exception the project's code raised, out of Dagster's wrappers around it."""
+    while True:
+        if isinstance(error, RunFailed):
+            inner = error.error
+        elif isinstance(error, DagsterUserCodeExecutionError):
+            inner = error.user_exception
+        else:
+            return error
+        if inner is None:
+            return error
+        error = inner
+
+
+def refused(error: BaseException) -> bool:
+    """Whether ``error`` refuses what was asked (a file, gene, sample or value it names) rather
+    than says the work failed: the project raises ``ValueError`` or ``LookupError`` for those."""
+    return isinstance(user_error(error), ValueError | LookupError)
+
+
+def _said(error: BaseException) -> str:
+    """``error``'s message on one line; for an exception that is not a refusal, its class first."""
+    error = user_error(error)
+    text = " ".join(str(error).split())
+    if isinstance(error, ValueError | LookupError) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def in_one_line(work: Callable[[], int], verbose: bool = False) -> int:
+    """``work()``, or the one line that says why it failed, on stderr: exit 2 for a refusal, 1
+    for another failure. ``verbose`` prints the traceback first."""
+    try:
+        return work()
+    except Exception as error:
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose or refused(error) else " (--verbose shows the traceback)"
+        message = str(error) if isinstance(error, RunFailed) else _said(error)
+        print(f"error: {message}{hint}", file=sys.stderr, flush=True)
+        return 2 if refused(error) else 1
+
+
+def _not_a_failure(record: logging.LogRecord) -> bool:
+    """False for the step and run failure events, whose text is a stack trace."""
+    if not has_log_record_metadata(record):
+        return True
+    event = get_log_record_metadata(record).get("dagster_event")
+    return event is None or not (event.is_step_failure or event.is_run_failure)
+
+
+def _quiet_console(init_context) -> logging.Logger:
+    console = colored_console_logger.logger_fn(init_context)
+    console.addFilter(_not_a_failure)
+    return console
+
+
+#: Dagster's console logger (same config: ``log_level``, ``name``) without the failure events:
+#: the command says why a step failed in one line (:func:`in_one_line`).
+QUIET_CONSOLE = LoggerDefinition(
+    _quiet_console, config_schema=colored_console_logger.config_schema,
+    description="Dagster's console logger without the stack traces of failed steps.",
+)
 
 
 def process_tags(pid: int | None = None) -> dict[str, str]:
@@ -222,7 +306,7 @@ def _watching(instance: DagsterInstance, pools: list[str], run_id: str,
     :func:`wait_for_pool` and the launch), say so, release stale holders and honour Ctrl-C and
     SIGTERM: Dagster captures both during ``execute_in_process`` and does not look at them until the
     step has its slot. The run, which has not started any step, is marked canceled, its place in the
-    queue freed, and the process ends with 130.
+    queue freed, and the process ends with 130 (Ctrl-C) or 143 (SIGTERM).
     """
     if not pools or not instance.event_log_storage.supports_global_concurrency_limits:
         yield
@@ -251,11 +335,12 @@ def _watching(instance: DagsterInstance, pools: list[str], run_id: str,
             if run is not None and not run.is_finished:
                 instance.report_run_canceled(run, "Interrupted while waiting for a pool slot.")
             _free_slots(instance, run_id)
-            logger.info(f"interrupted while run {run_id} waited for pool {waiting_for[0]}: run "
-                        "marked canceled, stopping")
+            signum = received_signal()
+            logger.info(f"{_STOPPED[signum]} while run {run_id} waited for pool {waiting_for[0]}: "
+                        "run marked canceled, stopping")
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(128 + signal.SIGINT)
+            os._exit(128 + signum)
         release_stale_runs(instance)
         if said_at is None or time.monotonic() - said_at >= REMIND_S:
             holders = pool_holders(instance, waiting_for[0]) or []
@@ -282,17 +367,71 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+#: What the command says when a signal stops it.
+_STOPPED = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+#: The signals that came since :func:`_noting_signals` began, read off the interpreter's wakeup
+#: pipe: Dagster maps SIGTERM onto its SIGINT handler while a run executes, so the exception a
+#: signal raises no longer says which one it was, but the interpreter writes every signal's
+#: number to that pipe before any Python handler runs.
+_received: set[int] = set()
+_received_lock = threading.Lock()
+_wakeup_read: int | None = None
+
+
+def received_signal() -> int:
+    """SIGTERM if it came (it asks the process to end: it wins over a Ctrl-C), else SIGINT."""
+    with _received_lock:
+        while _wakeup_read is not None:
+            try:
+                data = os.read(_wakeup_read, 512)
+            except OSError:  # BlockingIOError: nothing more to read
+                break
+            if not data:
+                break
+            _received.update(data)
+        return signal.SIGTERM if signal.SIGTERM in _received else signal.SIGINT
+
+
+@contextmanager
+def _noting_signals() -> Iterator[None]:
+    """Note the number of every signal that comes (see ``_received``); main thread only."""
+    global _wakeup_read
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    with _received_lock:
+        _received.clear()
+        _wakeup_read = read
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        with _received_lock:
+            _wakeup_read = None
+        os.close(read)
+        os.close(write)
+
+
 def until_interrupted(main: Callable[[], int]) -> int:
-    """``main()``, with SIGTERM acting like Ctrl-C; 130 after Ctrl-C, 143 after SIGTERM."""
+    """``main()``, with SIGTERM acting like Ctrl-C; 130 after Ctrl-C, 143 after SIGTERM, also
+    when the signal came while Dagster ran a step (it raises the same error for both)."""
+    before = signal.getsignal(signal.SIGTERM)
     _sigterm_as_interrupt()
     try:
-        return main()
-    except Terminated:
-        print("terminated", file=sys.stderr, flush=True)
-        return 128 + signal.SIGTERM
-    except (KeyboardInterrupt, DagsterExecutionInterruptedError):
-        print("interrupted", file=sys.stderr, flush=True)
-        return 128 + signal.SIGINT
+        with _noting_signals():
+            try:
+                return main()
+            except (KeyboardInterrupt, DagsterExecutionInterruptedError) as stop:
+                signum = signal.SIGTERM if isinstance(stop, Terminated) else received_signal()
+                print(_STOPPED[signum], file=sys.stderr, flush=True)
+                return 128 + signum
+    finally:
+        if threading.current_thread() is threading.main_thread() and before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 def log_to_terminal() -> None:

@@ -4,8 +4,8 @@ the source so that a new or changed cohort builds its data layer by itself (docs
 ``watch_source`` (a sensor) and the schedule ``build_watch_schedule`` makes share one check,
 :func:`check_source`. For every registered cohort and every cohort of the source's
 ``watch_cohorts`` it asks the source for the files' version (``XenaSource.version``: HEAD
-validators, or a local file's size, mtime and content digest) and requests the ``data_layer_job`` run of a cohort
-whose version is new, unless that version
+validators, or a local file's size, mtime and content digest) and requests the
+``data_layer_job`` run of a cohort whose version is new, unless that version
 
 - is the one last seen (the sensor's cursor),
 - was launched before (a run tagged ``dmg/source_version``: failed ones are re-executed by

@@ -4,6 +4,7 @@ chromosome, the report, and no Dagster DEBUG flood on the terminal."""
 import shutil
 
 import pytest
+from dagster import DagsterInstance
 
 from dmg_assets import cli, run
 from dmg_assets.definitions import DATA_DIR, SOURCE_URL
@@ -17,7 +18,9 @@ def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are
     tiny_hub, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    # An in-memory instance keeps its 15 runs fast (the project's instance, on disk, is
+    # test_cli_errors.py's)
+    monkeypatch.setattr(run, "_instance", DagsterInstance.ephemeral)
     shutil.copytree(tiny_hub, tmp_path / SOURCE_URL)
     code = run.main(["--cohorts", "BRCA", "COAD", "--genes", *_two_chromosomes(tiny_hub),
                      "--max-epochs", "5", "--patience", "2", "--models", "mean",
@@ -35,14 +38,20 @@ def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are
     assert report.is_file() and f"Report: {report.resolve()}" in out
     assert " - DEBUG - " not in out and "STEP_START" not in out
     assert "below 0: worse than the training mean" in out
-    # the same work through the dmg command: a query and the report
-    assert cli.main(["query", "SELECT count(*) AS n FROM gene_metrics WHERE model = 'cnn'"]) == 0
-    assert capsys.readouterr().out.split() == ["n", "2"]
+    # the same work through the dmg command: the report and a query
     report.unlink()
     assert cli.main(["report", "BRCA"]) == 0
     assert report.is_file() and f"Report: {report.resolve()}" in capsys.readouterr().out
-    assert cli.main(["report", "KIRC"]) == 1
+    assert cli.main(["report", "KIRC"]) == 2
     assert "KIRC has no evaluation results to report" in capsys.readouterr().err
+    shutil.rmtree(report.parents[1])  # reports/ cannot be written: said as it is
+    report.parents[1].write_text("")
+    assert cli.main(["report", "BRCA"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "train it first" not in line
+    assert str(report.parents[1]) in line
+    assert cli.main(["query", "SELECT count(*) AS n FROM gene_metrics WHERE model = 'cnn'"]) == 0
+    assert capsys.readouterr().out.split() == ["n", "2"]
 
 
 def _two_chromosomes(hub) -> list[str]:

@@ -267,7 +267,8 @@ BAD_INPUTS = {
     "no values": ("sample\tS1\ncg00000001\tNA\n", "every cell is missing"),
     "sample without values": ("sample\tS1\tS2\ncg00000001\t0.2\tNA\n",
                               r"sample\(s\) without any value.*\['S2'\]"),
-    "short row": (BETAS + "cg00000003\t0.1\n", "Expected 3 columns, got 2"),
+    "short row": (BETAS + "cg00000003\t0.1\n",
+                  r"the row of 'cg00000003' \(data row 3\) has 2 cells where the header has 3"),
 }
 
 

@@ -20,6 +20,7 @@ from dagster import DagsterInstance, Definitions, MultiPartitionKey, materialize
 from dmg_assets import predict
 from dmg_assets.partitions import cohort_partitions, prediction_batches
 from dmg_assets.prediction import (
+    PredictionRefused,
     ScaleOption,
     batch_name_for,
     batch_sql,
@@ -119,7 +120,7 @@ def _written(data_dir: Path, batch: str) -> list[str]:
     staging = warehouse.root_path / ".staging"
     assert not staging.exists() or not any(p.is_dir() for p in staging.iterdir())
     return [t for t in ("predicted_expression", "prediction_skipped")
-            if warehouse.partition_dir(t, {"batch": batch}).exists()]
+            if warehouse.snapshot().files(t, {"batch": batch})]
 
 
 def test_round_trip_predicts_the_held_back_samples_expression(trained):
@@ -180,12 +181,19 @@ def test_round_trip_predicts_the_held_back_samples_expression(trained):
     assert error < MAX_ERROR_RATIO * baseline
 
 
-def test_a_batch_predicted_again_replaces_its_rows_even_with_nothing_skipped(trained):
+def test_a_batch_predicted_again_is_refused_unless_replace_and_then_replaced_whole(trained):
     _predict(trained.data_dir, "again", trained.file, min_r2=MIN_R2)
-    assert len(_query(trained.data_dir, "SELECT * FROM prediction_skipped "
-                                        "WHERE batch = 'again'")) > 0
+    before = _query(trained.data_dir, "SELECT * FROM prediction_skipped WHERE batch = 'again'")
+    assert len(before) > 0
     genes = _registry(trained.data_dir)["gene"].tolist()
-    _predict(trained.data_dir, "again", trained.file, min_r2=-1e9, min_coverage=0.0)
+    with pytest.raises(PredictionRefused, match=r"batch again already holds predictions \(\d+ "
+                       r"rows in predicted_expression, \d+ rows in prediction_skipped\): set "
+                       r"replace: true in the run config"):
+        _predict(trained.data_dir, "again", trained.file, min_r2=-1e9, min_coverage=0.0)
+    kept = _query(trained.data_dir, "SELECT * FROM prediction_skipped WHERE batch = 'again'")
+    pd.testing.assert_frame_equal(kept, before)
+    _predict(trained.data_dir, "again", trained.file, min_r2=-1e9, min_coverage=0.0,
+             replace=True)
     rows = _query(trained.data_dir, "SELECT gene, count(*) AS n FROM predicted_expression "
                   "WHERE batch = 'again' GROUP BY gene ORDER BY gene")
     assert rows["gene"].tolist() == genes and (rows["n"] == N_HELD).all()
@@ -246,15 +254,15 @@ def test_a_bad_file_is_refused_with_the_reason_and_nothing_is_written(case, trai
 
 
 REFUSED = {
-    "an untrained cohort": ({"training_cohort": "COAD"}, LookupError,
+    "an untrained cohort": ({"training_cohort": "COAD"}, PredictionRefused,
                             r"no trained CNN of COAD at W=10,000 .* train that cohort first "
                             r"\(python -m dmg_assets.run --cohorts COAD --train COAD "
                             r"--window-bp 10000\).*\(BRCA W=10,000\)"),
-    "an untrained window": ({"window_bp": 1_000_000}, LookupError,
+    "an untrained window": ({"window_bp": 1_000_000}, PredictionRefused,
                             "no trained CNN of BRCA at W=1,000,000"),
-    "no gene clears min_r2": ({"min_r2": 0.99}, ValueError,
+    "no gene clears min_r2": ({"min_r2": 0.99}, PredictionRefused,
                               r"no gene to predict: none of the 4 CNNs .* lower min_r2"),
-    "an unknown gene": ({"genes": ["NOT_A_GENE"]}, ValueError,
+    "an unknown gene": ({"genes": ["NOT_A_GENE"]}, PredictionRefused,
                         r"genes without a trained CNN of BRCA at W=10,000: \['NOT_A_GENE'\]"),
     "every gene below the coverage": ({"min_coverage": 1.0, "min_r2": -1e9},
                                       PredictionInputError, "no gene could be predicted"),
@@ -343,40 +351,128 @@ def test_the_command_prints_the_numbers_and_the_query_and_the_rows_are_one_query
     assert len(rows) == N_HELD * strong and sorted(rows["sample"].unique()) == sorted(trained.held)
 
 
-def test_the_command_refuses_a_bad_file_with_its_reason_and_no_traceback(command, capsys):
-    path = command.parent / "lab.csv"
-    path.write_text("probe,S1,S1\ncg00000001,0.2,0.4\n")
-    code = predict.main([str(path), "--window-bp", str(WINDOW)])
-    captured = capsys.readouterr()
-    assert code == 1
-    assert "error: lab.csv: duplicate sample ids" in captured.err
-    assert "nothing was written for batch lab" in captured.err
+def _error_lines(captured) -> list[str]:
+    """The lines of the command's error, checked free of any traceback."""
     for stream in (captured.out, captured.err):
         assert "Traceback" not in stream and "Stack Trace" not in stream
+    return [line for line in captured.err.splitlines() if line.startswith("error:")]
+
+
+BAD_COMMAND_FILES = {
+    "duplicate sample ids": (b"probe,S1,S1\ncg00000001,0.2,0.4\n", "lab.csv",
+                             "lab.csv: duplicate sample ids"),
+    "a non-numeric cell": (b"probe\tS1\tS2\ncg00000001\t0.2\tabc\n", "lab.tsv",
+                           "lab.tsv: non-numeric cells, e.g. (probe, sample, value) "
+                           "[('cg00000001', 'S2', 'abc')]"),
+    "bytes that are not UTF-8": (b"probe\tS1\tS2\ncg00000001\t0.2\t0.\xbf3\n", "lab.tsv",
+                                 "lab.tsv: line 2 (probe 'cg00000001', sample 'S2'): byte 0xbf "
+                                 "is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_COMMAND_FILES))
+def test_the_command_refuses_a_bad_file_with_its_reason_in_one_line_and_exit_2(
+    case, command, capsys
+):
+    body, name, message = BAD_COMMAND_FILES[case]
+    path = command.parent / name
+    path.write_bytes(body)
+    code = predict.main([str(path), "--window-bp", str(WINDOW)])
+    captured = capsys.readouterr()
+    assert code == 2
+    (line,) = _error_lines(captured)
+    assert line.startswith(f"error: {message}"), line
+    assert line.endswith("nothing was written for batch lab")
+    for cause in ("CSV conversion error", "codec can't decode", "ArrowInvalid"):
+        assert cause not in captured.err
     assert _written(command, "lab") == []
+
+
+def test_the_command_shows_the_traceback_with_verbose(command, capsys):
+    path = command.parent / "lab.tsv"
+    path.write_bytes(BAD_COMMAND_FILES["a non-numeric cell"][0])
+    code = predict.main([str(path), "--window-bp", str(WINDOW), "--verbose"])
+    captured = capsys.readouterr()
+    assert code == 2
+    shown = captured.out + captured.err
+    assert "Traceback" in shown or "Stack Trace" in shown
+    assert captured.err.splitlines()[-1].startswith("error: lab.tsv: non-numeric cells")
+
+
+def test_an_unexpected_failure_exits_1_with_its_class_in_one_line(trained, command, capsys):
+    """A damaged checkpoint is no refusal of the person's input: exit 1, the exception named."""
+    for path in (command / "checkpoints").rglob("*.safetensors"):
+        path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    code = predict.main([str(trained.file), "--window-bp", str(WINDOW), "--min-r2", "-1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    (line,) = _error_lines(captured)
+    assert line.startswith("error: CheckpointError: ")
+    assert line.endswith("nothing was written for batch held_back (an unexpected failure: "
+                         "--verbose shows its traceback)")
+    assert _written(command, "held_back") == []
+
+
+def test_a_batch_that_has_rows_is_refused_unless_replace_is_given(trained, command, capsys):
+    """lab_2024.tsv then lab_2024.csv (other samples): both default to batch lab_2024."""
+    frame = pd.read_csv(trained.file, sep="\t", index_col=0)
+    first, second = trained.held[:4], trained.held[4:]
+    (command.parent / "lab_2024.tsv").write_text(frame[first].to_csv(sep="\t", na_rep="NA"))
+    (command.parent / "lab_2024.csv").write_text(frame[second].to_csv(na_rep="NA"))
+    options = ["--window-bp", str(WINDOW), "--min-r2", "-1"]
+
+    def samples(batch: str) -> list[str]:
+        return sorted(_query(command, "SELECT DISTINCT sample FROM predicted_expression WHERE "
+                                      "batch = ?", [batch])["sample"])
+
+    assert predict.main([str(command.parent / "lab_2024.tsv"), *options]) == 0
+    assert samples("lab_2024") == sorted(first)
+    capsys.readouterr()
+
+    code = predict.main([str(command.parent / "lab_2024.csv"), *options])
+    captured = capsys.readouterr()
+    assert code == 2
+    (line,) = _error_lines(captured)
+    assert line.startswith("error: batch lab_2024 already holds predictions"), line
+    assert "--replace" in line and "--batch NAME" in line
+    assert "predicting batch" not in captured.out  # refused before any run
+    assert samples("lab_2024") == sorted(first)
+
+    assert predict.main([str(command.parent / "lab_2024.csv"), "--batch", "lab_2024_b",
+                         *options]) == 0
+    assert samples("lab_2024") == sorted(first) and samples("lab_2024_b") == sorted(second)
+    assert predict.main([str(command.parent / "lab_2024.csv"), "--replace", *options]) == 0
+    assert samples("lab_2024") == sorted(second)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["absent.tsv"], "FILE: no such file: absent.tsv"),
     (["{file}", "--batch", "a b"], "--batch: invalid batch name 'a b'"),
-    (["{file}", "--cohort", "br ca"], "--cohort: invalid cohort name 'br ca'"),
+    (["{file}", "--cohort", "br ca"], "--cohort: invalid cohort name"),
     (["{file}", "--min-coverage", "1.5"], "--min-coverage: min_coverage must lie in [0, 1]"),
     (["{file}", "--scale", "percent"], "invalid choice: 'percent'"),
+    (["{dir}"], "FILE: not a file: {dir}"),
+    (["{file}", "--window-bp", "0"], "--window-bp: window_bp must be positive, got 0"),
+    (["{file}", "--min-r2", "nan"], "--min-r2: min_r2 must be at most 1"),
+    (["{file}", "--min-coverage", "nan"], "--min-coverage: min_coverage must lie in [0, 1]"),
 ])
 def test_the_command_refuses_wrong_options_with_exit_code_2(argv, message, command, capsys):
     file = command.parent / "lab.tsv"
     file.write_text("probe\tS1\ncg00000001\t0.2\n")
     with pytest.raises(SystemExit) as exit_:
-        predict.main([a.format(file=file) for a in argv])
+        predict.main([a.format(file=file, dir=command) for a in argv])
     assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    (line,) = _error_lines(captured)
+    assert message.format(dir=command) in line
+    assert "predicting batch" not in captured.out  # refused before any run
 
 
 def test_the_command_takes_its_defaults_and_help_from_the_config():
     parser = predict.build_parser()
     args = parser.parse_args(["lab.tsv"])
-    assert (args.training_cohort, args.window_bp, args.scale, args.genes) == (
-        "BRCA", 1_000_000, "auto", [])
+    assert (args.training_cohort, args.window_bp, args.scale, args.genes, args.replace) == (
+        "BRCA", 1_000_000, "auto", [], False)
     assert parser.parse_args(["lab.tsv", "--cohort", "COAD"]).training_cohort == "COAD"
     help_text = " ".join(parser.format_help().split())
     assert "--cohort COHORT, --training-cohort COHORT Cohort whose trained CNNs" in help_text

@@ -19,6 +19,7 @@ import yaml
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 from packaging.requirements import Requirement
 
+from dmg_assets import cli
 from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_count
 from dmg_assets.experiments import generalisation, tissue_experiment
 from dmg_assets.partitions import cohort_partitions
@@ -147,6 +148,23 @@ def _for_tiny(text: str, default_genes: set[str], tiny_gene: str) -> str:
         return f"gene = {quote}{tiny_gene if gene in default_genes else gene}{quote}"
 
     return GENE_LITERAL.sub(swap, text)
+
+
+def _dmg_commands() -> list[list[str]]:
+    """The ``dmg ...`` lines of the README's console blocks, without ``dmg``."""
+    return [words[1:] for block in _blocks("console") for line in block.splitlines()
+            if (words := shlex.split(line, comments=True))[:1] == ["dmg"]]
+
+
+def test_the_readme_dmg_commands_parse_and_name_genes_of_the_default_hub(default_genes) -> None:
+    """Issue 23, case 1: the first example named TP53 and ESR1, which the default hub lacks."""
+    parsers = {"run": cli.run_parser, "predict": cli.predict_parser, "report": cli.report_parser}
+    commands = _dmg_commands()
+    assert [command for command, *_ in commands] == ["run", "predict", "query", "report"]
+    for command, *argv in commands:
+        if command in parsers:
+            genes = getattr(parsers[command]().parse_args(argv), "genes", None) or []
+            assert set(genes) <= default_genes, (command, genes)
 
 
 def test_the_readme_has_the_examples_this_module_runs() -> None:

@@ -146,7 +146,8 @@ SELECT cohort AS source_cohort, target_cohort, protocol, window_bp, model, gene,
 FROM read_parquet({files}, hive_partitioning = true);
 
 -- Prediction for new samples (python -m dmg_assets.predict, or prediction_job), partitioned by
--- batch (one file of new samples; a batch predicted again replaces its rows). The batch name is
+-- batch (one file of new samples; a batch that holds rows is predicted again only with
+-- --replace, or replace: true in the asset's config). The batch name is
 -- read as text whatever it looks like.
 
 -- predicted_expression: log2 expression predicted for each sample and gene of a batch by the

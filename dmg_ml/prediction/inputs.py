@@ -37,13 +37,34 @@ Refused, with ``PredictionInputError`` naming the file and the offending rows, c
 and nothing returned: an empty file or a header without rows, a header without samples or with an
 empty or repeated sample id, a transposed matrix (probe ids in the header), non-numeric cells, a
 row with the wrong number of cells, repeated probe ids, β values outside [0, 1], no probe row, a
-file with no value at all, a sample without any value.
+file with no value at all, a sample without any value, bytes that are not UTF-8 (line, probe and
+sample named), a damaged gzip stream.
+
+**Caps, and the memory they bound.** A file is read as a stream, block by block
+(``BLOCK_BYTES`` of text), and refused as soon as it passes one of the caps below, each named in
+the message, before anything more of it is held: a line longer than ``MAX_LINE_BYTES``, more
+than ``MAX_INPUT_BYTES`` of text (decompressed), a gzip stream that decompresses to more than
+``MAX_GZIP_RATIO`` times what it has read (once past ``GZIP_RATIO_AFTER``; a methylation matrix
+compresses 2-5×), more than ``MAX_SAMPLES`` samples, ``MAX_ROWS`` rows or ``MAX_CELLS`` values
+(probe rows × samples), a row id longer than ``MAX_ID_CHARS``. What is held: the values once, as
+float32, in one array reserved for ``MAX_CELLS`` values (1 GB, resident only as far as it is
+filled: β → M and the replicates' merge work in place); the row ids (at most ``MAX_ROWS`` of at
+most ``MAX_ID_CHARS``, ~0.25 GB); the parser's read-ahead (32 blocks, 64 MiB). Peak RSS of
+``dmg predict`` measured with ``/usr/bin/time -v`` (0.53 GiB for a file of one cell): 1.85 GiB
+for a file at the row, id and value caps at once (1.5M rows of 100-character ids × 166 samples),
+1.68 GiB for 450K × 556 samples, 1.54 GiB for 450K × 600 samples (refused at ``MAX_CELLS``),
+0.49 GiB for a 2 GB file without a newline or a gzip of 1 GiB of NUL bytes (refused at
+``MAX_LINE_BYTES``): under 2 GiB for any file. A full EPIC array fits 288 samples (450K: 514);
+a larger batch is refused with that advice: split its samples over several files. The caps are
+module constants, their one home.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import io
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -53,6 +74,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from dmg_ml.data.preprocess import M_CLAMP, beta_to_m
@@ -63,14 +85,36 @@ SCALES: tuple[str, ...] = ("auto", "beta", "m_value")
 #: A file with at least this share of its values in [0, 1] is a β file: any value outside is an
 #: error, not a sign of M-values.
 BETA_SHARE = 0.99
+#: The longest line: a header of MAX_SAMPLES barcodes or a row of MAX_SAMPLES values fits three
+#: times over.
+MAX_LINE_BYTES = 1 << 20
+#: The most text a file may hold (decompressed): MAX_CELLS values at up to ~60 bytes each.
+MAX_INPUT_BYTES = 16 << 30
+#: The most a gzip stream may decompress to per byte read, checked from GZIP_RATIO_AFTER on.
+MAX_GZIP_RATIO = 100
+GZIP_RATIO_AFTER = 64 << 20
+#: The most samples (columns) a file may hold: a lab batch of a few thousand fits.
+MAX_SAMPLES = 10_000
+#: The most rows a file may hold: EPIC v2 has ~937k, 450K 485,577.
+MAX_ROWS = 1_500_000
+#: The most values (probe rows × samples) held: 1 GB of float32; EPIC × 288 or 450K × 514.
+MAX_CELLS = 250_000_000
+#: The longest row id: probe ids have at most ~20 characters, control-probe names ~40.
+MAX_ID_CHARS = 100
+#: Text parsed at a time (at least twice MAX_LINE_BYTES, so that any line fits in a block). The
+#: parser reads up to 32 blocks ahead (Arrow's background reader), 64 MiB at 2 MiB.
+BLOCK_BYTES = 2 << 20
 #: A 450K / EPIC probe id, with the optional EPIC v2 suffix (``_TC21``) as ``suffix``.
 PROBE_ID = re.compile(
     r"(?P<base>cg\d+|ch\d+|ch\.(?:\d{1,2}|X|Y)\.\d+[A-Z]?|rs\d+)(?P<suffix>_[A-Za-z0-9]+)?"
 )
 _BARCODE = re.compile(r"TCGA-\w\w-\w{4}", re.IGNORECASE)
-_INVALID_CELL = re.compile(r"invalid value '(.*)'", re.DOTALL)
+_INVALID_CELL = re.compile(r"In CSV column #(\d+): .*invalid value '(.*)'", re.DOTALL)
 _ROW_ID = "\x00row_id"
 _EXAMPLES = 5
+_HEADER_READ = 1 << 16
+_EPIC_PROBES, _450K_PROBES = 866_000, 485_577
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class PredictionInputError(ValueError):
@@ -106,7 +150,9 @@ class MethylationInput:
 
     @property
     def n_missing_cells(self) -> int:
-        return int(np.isnan(self.m_values.to_numpy()).sum())
+        values = self.m_values.to_numpy()
+        step = _rows_per_chunk(values.shape[1])
+        return sum(int(np.isnan(values[i:i + step]).sum()) for i in range(0, len(values), step))
 
     def summary(self) -> str:
         """What was read and every rule that changed something, in one paragraph."""
@@ -148,28 +194,26 @@ def read_methylation(path: str | Path, scale: str = "auto") -> MethylationInput:
     if not path.is_file():
         raise PredictionInputError(f"{path}: no such file")
     gzipped = _is_gzip(path)
+    if not gzipped and path.stat().st_size > MAX_INPUT_BYTES:
+        raise _too_large(name, gzipped)
     sep = "," if _stem_suffix(path) == ".csv" else "\t"
-    samples = _read_header(path, gzipped, sep)
-    row_ids, values = _read_values(path, gzipped, sep, samples)
-    if not len(row_ids):
+    with _Source(path, gzipped, sep) as source:
+        samples = _read_header(source)
+        values = _read_values(source, samples)
+    if not values.n_rows:
         raise PredictionInputError(f"{name}: the file has a header but no probe rows")
-    probes, values, non_probe = _probe_rows(name, row_ids, values, samples)
-    file_scale, detected = _scale(name, probes, values, samples, scale)
-    renamed, merged, probe_ids, values = _collapse(name, probes, values)
-    if file_scale == "beta":
-        m = beta_to_m(values)
-        n_clamped = 0
-    else:
-        over = ~np.isnan(values) & (np.abs(values) > M_CLAMP)
-        n_clamped = int(over.sum())
-        m = np.clip(values, -M_CLAMP, M_CLAMP).astype(np.float32)
-    has_value = ~np.isnan(m)
-    empty_rows = ~has_value.any(axis=1)
-    _check_samples(name, has_value[~empty_rows], samples)
+    _refuse_without_probes(name, values)
+    file_scale, detected = _scale(name, values, samples, scale)
+    _refuse_duplicates(name, values.originals)
+    renamed = {o: b for o, b in zip(values.originals, values.bases, strict=True) if o != b}
+    merged, matrix, probe_ids, empty = _collapse(values)
+    n_clamped = _to_m_values(matrix, file_scale)
+    _check_samples(name, values.sample_has_value, samples)
     frame = pd.DataFrame(
-        m[~empty_rows],
-        index=pd.Index(probe_ids[~empty_rows], name="probe_id", dtype=object),
+        matrix,
+        index=pd.Index(probe_ids, name="probe_id", dtype=object),
         columns=pd.Index(samples, name="sample", dtype=object),
+        copy=False,
     )
     return MethylationInput(
         source=name,
@@ -178,8 +222,8 @@ def read_methylation(path: str | Path, scale: str = "auto") -> MethylationInput:
         scale_detected=detected,
         renamed_probes=renamed,
         merged_replicates=merged,
-        non_probe_rows=non_probe,
-        empty_probes=[str(p) for p in probe_ids[empty_rows]],
+        non_probe_rows=values.non_probe,
+        empty_probes=empty,
         n_clamped=n_clamped,
     )
 
@@ -191,8 +235,11 @@ def m_to_beta(m: np.ndarray) -> np.ndarray:
 
 
 def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(2) == b"\x1f\x8b"
+    except OSError as exc:
+        raise PredictionInputError(f"{path.name}: cannot read the file ({exc})") from exc
 
 
 def _stem_suffix(path: Path) -> str:
@@ -202,29 +249,212 @@ def _stem_suffix(path: Path) -> str:
     return Path(name).suffix
 
 
-def _open_text(path: Path, gzipped: bool):
-    if gzipped:
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+def _block_bytes() -> int:
+    return max(BLOCK_BYTES, 2 * MAX_LINE_BYTES)
 
 
-def _read_header(path: Path, gzipped: bool, sep: str) -> list[str]:
-    """Sample ids of the header; refuses an empty file, no samples, empty or repeated ids and
-    a transposed matrix."""
-    name, rest = path.name, ""
-    try:
-        with _open_text(path, gzipped) as handle:
-            line = handle.readline()
-            blank_first = not line.strip()
-            if blank_first:
-                rest = handle.read(1 << 16)
-    except (EOFError, OSError, zlib.error, UnicodeDecodeError) as exc:
-        raise PredictionInputError(f"{name}: cannot read the header ({exc})") from exc
-    if blank_first:
-        if rest.strip():
+def _rows_per_chunk(n_columns: int) -> int:
+    """Rows of a values array processed at a time: about 4M values, whatever the width."""
+    return max(1, (4 << 20) // max(n_columns, 1))
+
+
+def _too_large(name: str, gzipped: bool) -> PredictionInputError:
+    return PredictionInputError(
+        f"{name}: more than {MAX_INPUT_BYTES:,} bytes{' once decompressed' if gzipped else ''}, "
+        "the cap on a file (MAX_INPUT_BYTES): split its samples over several files and predict "
+        "each as its own batch"
+    )
+
+
+class _Source(io.RawIOBase):
+    """The file's bytes, decompressed, checked as they are read; the parser reads from it.
+
+    Each chunk is checked before anyone sees it: the bytes so far against ``MAX_INPUT_BYTES``
+    and, for gzip, ``MAX_GZIP_RATIO``; every line's length against ``MAX_LINE_BYTES``; and that
+    it is UTF-8. A chunk that fails raises ``PredictionInputError`` naming the line (and the
+    probe and sample of a bad byte), so a file is refused at the cap, never held whole.
+    """
+
+    def __init__(self, path: Path, gzipped: bool, sep: str) -> None:
+        super().__init__()
+        self.name_, self.gzipped, self.sep = path.name, gzipped, sep.encode()
+        self.samples: list[str] = []
+        self.n_bytes = 0
+        self._raw = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped else self._raw
+        self._lines = 0  # newlines before the current line
+        self._tail = b""  # the current line's bytes so far (the part before this chunk)
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._pushed = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+            self._raw.close()
+        super().close()
+
+    def read(self, size: int = -1) -> bytes:
+        """``size`` bytes, fewer only at the end (the parser takes a short read for the end)."""
+        size = _block_bytes() if size is None or size < 0 else size
+        parts, got = [], 0
+        if self._pushed:
+            parts.append(self._pushed[:size])
+            self._pushed = self._pushed[size:]
+            self._check(parts[0])
+            got = len(parts[0])
+        while got < size:
+            chunk = self._next(size - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def first_line(self) -> bytes:
+        """The first line without its end, checked; the rest is checked as it is read, once
+        the header's sample ids can name a bad cell's sample."""
+        data = b""
+        while b"\n" not in data and len(data) <= MAX_LINE_BYTES:
+            chunk = self._read_raw(min(_HEADER_READ, _block_bytes()))
+            if not chunk:
+                break
+            data += chunk
+        line, newline, rest = data.partition(b"\n")
+        self._check(line + newline)
+        self._pushed = rest
+        return line.rstrip(b"\r")
+
+    def _next(self, size: int) -> bytes:
+        chunk = self._read_raw(size)
+        self._check(chunk)
+        return chunk
+
+    def _read_raw(self, size: int) -> bytes:
+        try:
+            return self._stream.read(size)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise PredictionInputError(
+                f"{self.name_}: the gzip stream is damaged after {self.n_bytes:,} bytes of text "
+                f"({exc}); the file is not whole: download or compress it again") from exc
+        except OSError as exc:
+            raise PredictionInputError(f"{self.name_}: cannot read the file ({exc})") from exc
+
+    def _check(self, chunk: bytes) -> None:
+        self.n_bytes += len(chunk)
+        if self.n_bytes > MAX_INPUT_BYTES:
+            raise _too_large(self.name_, self.gzipped)
+        if self.gzipped and self.n_bytes > GZIP_RATIO_AFTER:
+            read = max(self._raw.tell(), 1)
+            if self.n_bytes > MAX_GZIP_RATIO * read:
+                raise PredictionInputError(
+                    f"{self.name_}: decompresses to more than {MAX_GZIP_RATIO}× its compressed "
+                    f"size ({self.n_bytes:,} bytes from {read:,}), the cap on a gzip file "
+                    "(MAX_GZIP_RATIO): a methylation matrix compresses a few times, not a "
+                    "hundred; refused as a likely gzip bomb")
+        if not chunk:
+            self._utf8(b"", final=True)
+            return
+        newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
+        too_long = self._too_long(chunk, newlines)
+        pending = self._decoder.getstate()[0]
+        bad_byte = self._utf8(chunk)
+        if bad_byte is not None and (too_long is None or bad_byte <= too_long[1]):
+            raise self._not_utf8(chunk, bad_byte, pending)
+        if too_long is not None:
+            raise PredictionInputError(
+                f"{self.name_}: line {too_long[0]:,} is longer than {MAX_LINE_BYTES:,} bytes, "
+                "the cap on a line (MAX_LINE_BYTES): a methylation matrix holds one probe per "
+                "line; is this a probes × samples text file?")
+        self._lines += len(newlines)
+        if len(newlines):
+            self._tail = chunk[newlines[-1] + 1:]
+        else:
+            self._tail += chunk
+
+    def _too_long(self, chunk: bytes, newlines: np.ndarray) -> tuple[int, int] | None:
+        """(line number, offset in ``chunk`` where it passes the cap) of the first line too
+        long, or None."""
+        ends = np.append(newlines, len(chunk))  # the last "line" is the unfinished one
+        starts = np.concatenate([[-len(self._tail)], newlines + 1])
+        over = np.flatnonzero(ends - starts > MAX_LINE_BYTES)
+        if not len(over):
+            return None
+        first = int(over[0])
+        return self._lines + first + 1, int(starts[first] + MAX_LINE_BYTES)
+
+    def _utf8(self, chunk: bytes, final: bool = False) -> int | None:
+        """Offset in ``chunk`` of the first byte that is not UTF-8 (negative: in the bytes of an
+        unfinished character held over from the last chunk), or None; at the end (``final``)
+        a character left unfinished is refused here."""
+        pending = self._decoder.getstate()[0]
+        if not pending and chunk.isascii() and not final:
+            return None
+        try:
+            self._decoder.decode(chunk, final=final)
+        except UnicodeDecodeError as exc:
+            if final:
+                raise self._not_utf8(b"", exc.start - len(pending), pending) from None
+            return exc.start - len(pending)
+        return None
+
+    def _not_utf8(self, chunk: bytes, offset: int, pending: bytes) -> PredictionInputError:
+        """The refusal of the byte at ``offset`` of ``chunk`` (negative: of ``pending``, the
+        held-over bytes that end the line's part before ``chunk``)."""
+        if offset < 0:  # the bytes before ``chunk`` are the end of ``self._tail``
+            chunk, offset = pending + chunk, offset + len(pending)
+            tail = self._tail[:len(self._tail) - len(pending)]
+        else:
+            tail = self._tail
+        if self._lines == 0 and not tail and chunk[:2] in _UTF16_BOMS:
+            return PredictionInputError(
+                f"{self.name_}: the file is UTF-16 text (it starts with a UTF-16 byte order "
+                "mark); save the file as UTF-8")
+        return PredictionInputError(
+            f"{self.name_}: {self._place(chunk, offset, tail)}: byte 0x{chunk[offset]:02x} is "
+            "not UTF-8 text (Latin-1 or another encoding?); save the file as UTF-8")
+
+    def _place(self, chunk: bytes, offset: int, tail: bytes) -> str:
+        """Where byte ``offset`` of ``chunk`` lies (``tail``: the line's bytes before
+        ``chunk``): its line, and the probe and sample of its cell (a header byte: its
+        column)."""
+        start = chunk.rfind(b"\n", 0, offset)
+        line = self._lines + chunk.count(b"\n", 0, offset) + 1
+        before = chunk[start + 1:offset] if start >= 0 else tail + chunk[:offset]
+        ends = [i for i in (chunk.find(self.sep, offset), chunk.find(b"\n", offset)) if i >= 0]
+        fields = (before + chunk[offset:min(ends, default=len(chunk))]).split(self.sep)
+        column = len(fields)  # 1-based: the cell holding the byte
+        if line == 1:
+            return f"line 1 (the header), column {column:,}"
+        probe = _text(fields[0]).strip()
+        if column == 1:
+            return f"line {line:,} (probe '{probe}')"
+        sample = self.samples[column - 2] if column - 2 < len(self.samples) else None
+        cell = f", sample '{sample}'" if sample is not None else f", column {column:,}"
+        return f"line {line:,} (probe '{probe}'{cell})"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _read_header(source: _Source) -> list[str]:
+    """Sample ids of the header; refuses an empty file, no samples, empty or repeated ids, more
+    than MAX_SAMPLES and a transposed matrix."""
+    name, sep = source.name_, source.sep.decode()
+    line = source.first_line().decode("utf-8").removeprefix("\ufeff")
+    if not line.strip():
+        if source.read(1 << 16).strip():
             raise PredictionInputError(f"{name}: the first line is blank; it must be the header")
         raise PredictionInputError(f"{name}: the file is empty")
-    cells = next(csv.reader([line.rstrip("\r\n")], delimiter=sep))
+    cells = next(csv.reader([line], delimiter=sep))
     samples = [c.strip() for c in cells[1:]]
     if not samples:
         other = "," if sep == "\t" else "\t"
@@ -232,6 +462,12 @@ def _read_header(path: Path, gzipped: bool, sep: str) -> list[str]:
                 f"file's extension, but the header holds {other!r}: rename the file)"
                 if other in line else "")
         raise PredictionInputError(f"{name}: the header has no sample columns{hint}")
+    if len(samples) > MAX_SAMPLES:
+        raise PredictionInputError(
+            f"{name}: the header names {len(samples):,} samples, more than the cap of "
+            f"{MAX_SAMPLES:,} (MAX_SAMPLES): split the samples over several files and predict "
+            "each as its own batch"
+        )
     probe_like = [s for s in samples if PROBE_ID.fullmatch(s)]
     if len(probe_like) * 2 >= len(samples):
         raise PredictionInputError(
@@ -248,45 +484,156 @@ def _read_header(path: Path, gzipped: bool, sep: str) -> list[str]:
             f"{name}: duplicate sample ids: {len(repeated)} id(s) appear more than once in the "
             f"header, e.g. {repeated[:_EXAMPLES]}"
         )
+    source.samples = samples
     return samples
 
 
-def _read_values(
-    path: Path, gzipped: bool, sep: str, samples: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row ids (stripped text) and the rows × samples float32 values, streamed in blocks."""
-    names = [_ROW_ID, *samples]
-    types = {_ROW_ID: pa.string(), **{s: pa.float32() for s in samples}}
-    read_options = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=16 << 20)
-    convert = pacsv.ConvertOptions(column_types=types, null_values=NULL_VALUES,
-                                   strings_can_be_null=False)
-    ids, blocks = [], []
+@dataclass
+class _Values:
+    """The probe rows of a file as read, before replicates are merged: one float32 row each in
+    ``matrix`` (``n_rows`` of them filled), their ids, and what the scale and the checks need."""
+
+    matrix: np.ndarray
+    originals: list[str] = field(default_factory=list)
+    bases: list[str] = field(default_factory=list)
+    non_probe: list[str] = field(default_factory=list)
+    first_ids: list[str] = field(default_factory=list)
+    n_rows: int = 0
+    n_present: int = 0
+    n_inside: int = 0
+    outside: list[tuple[str, str, float]] = field(default_factory=list)
+    row_has_value: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    sample_has_value: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def n_probes(self) -> int:
+        return len(self.originals)
+
+    @property
+    def probes(self) -> np.ndarray:
+        return self.matrix[:self.n_probes]
+
+
+def _read_values(source: _Source, samples: list[str]) -> _Values:
+    """The rows after the header, parsed a block at a time; only probe rows are kept, in an
+    array reserved for at most ``MAX_CELLS`` values."""
+    name, n_samples = source.name_, len(samples)
+    capacity = min(MAX_ROWS, MAX_CELLS // n_samples)
+    values = _Values(np.empty((capacity, n_samples), dtype=np.float32),
+                     row_has_value=np.zeros(capacity, dtype=bool),
+                     sample_has_value=np.zeros(n_samples, dtype=bool))
+    bad_rows: list = []
     try:
-        stream = pa.input_stream(str(path), compression="gzip" if gzipped else None)
-        reader = pacsv.open_csv(stream, read_options, pacsv.ParseOptions(delimiter=sep), convert)
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            ids.append(np.asarray(batch.column(0).to_pylist(), dtype=object))
-            block = np.empty((batch.num_rows, len(samples)), dtype=np.float32)
-            for j in range(len(samples)):
-                block[:, j] = batch.column(j + 1).to_numpy(zero_copy_only=False)
-            blocks.append(block)
+        for batch in _batches(source, samples, pa.float32(), bad_rows):
+            _take(name, values, batch, samples)
     except pa.ArrowInvalid as exc:
-        if _INVALID_CELL.search(str(exc)):
-            cells = _non_numeric_cells(path, gzipped, sep, samples)
-            if cells:
-                raise PredictionInputError(
-                    f"{path.name}: non-numeric cells, e.g. (probe, sample, value) {cells}; "
-                    f"cells must be numbers or one of {NULL_VALUES} for a missing value"
-                ) from exc
-        raise PredictionInputError(f"{path.name}: unreadable matrix ({_first_line(exc)})") from exc
-    except (OSError, EOFError, zlib.error) as exc:
-        raise PredictionInputError(f"{path.name}: unreadable file ({_first_line(exc)})") from exc
-    if not blocks:
-        return np.empty(0, dtype=object), np.empty((0, len(samples)), dtype=np.float32)
-    row_ids = np.array([str(r).strip() for r in np.concatenate(ids)], dtype=object)
-    return row_ids, np.concatenate(blocks)
+        if str(exc).startswith("Empty CSV file"):  # nothing after the header (blank lines)
+            return values
+        raise _unreadable(source, samples, exc, bad_rows, values.n_rows) from exc
+    return values
+
+
+def _batches(source: _Source, samples: list[str], kind: pa.DataType, bad_rows: list):
+    """Record batches of the rows after the header, the samples' cells of type ``kind``; a row
+    with the wrong number of cells is kept in ``bad_rows`` (and the parser raises)."""
+    def invalid(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    read = pacsv.ReadOptions(column_names=[_ROW_ID, *samples], block_size=_block_bytes(),
+                             use_threads=False)  # in file order, with row numbers
+    parse = pacsv.ParseOptions(delimiter=source.sep.decode(), invalid_row_handler=invalid)
+    # Read as floats, every id stays text (an id "NA" is no missing id); read as text (the
+    # error path), missing cells must be null so that only the non-numeric ones are left.
+    convert = pacsv.ConvertOptions(column_types={_ROW_ID: pa.string(),
+                                                 **{s: kind for s in samples}},
+                                   null_values=NULL_VALUES,
+                                   strings_can_be_null=kind == pa.string())
+    yield from pacsv.open_csv(source, read, parse, convert)
+
+
+def _take(name: str, values: _Values, batch: pa.RecordBatch, samples: list[str]) -> None:
+    """Check one block of rows against the caps and keep its probe rows."""
+    n = batch.num_rows
+    if not n:
+        return
+    if values.n_rows + n > MAX_ROWS:
+        raise PredictionInputError(
+            f"{name}: more than {MAX_ROWS:,} rows (MAX_ROWS), more than any 450K or EPIC array "
+            "has probes")
+    ids_column = pc.utf8_trim_whitespace(batch.column(0))
+    lengths = pc.utf8_length(ids_column).to_numpy(zero_copy_only=False)
+    if lengths.max() > MAX_ID_CHARS:
+        first = int(np.flatnonzero(lengths > MAX_ID_CHARS)[0])
+        raise PredictionInputError(
+            f"{name}: data row {values.n_rows + first + 1:,} has a row id of "
+            f"{int(lengths[first]):,} characters, more than {MAX_ID_CHARS} (MAX_ID_CHARS): the "
+            "first column must hold probe ids")
+    ids = ids_column.to_pylist()
+    values.n_rows += n
+    if len(values.first_ids) < 50:
+        values.first_ids.extend(ids[:50 - len(values.first_ids)])
+    matches = [PROBE_ID.fullmatch(r) for r in ids]
+    is_probe = np.array([m is not None for m in matches], dtype=bool)
+    values.non_probe.extend(r for r, m in zip(ids, matches, strict=True) if m is None)
+    k, start = int(is_probe.sum()), values.n_probes
+    if start + k > len(values.matrix):
+        raise PredictionInputError(
+            f"{name}: more than {MAX_CELLS:,} values ({start + k:,} probe rows so far × "
+            f"{len(samples):,} samples), the cap (MAX_CELLS) that keeps a file's values within "
+            f"{MAX_CELLS * 4 / 1e9:.1f} GB of memory: split its samples over several files, at "
+            f"most {MAX_CELLS // _EPIC_PROBES:,} samples each for a full EPIC array "
+            f"({MAX_CELLS // _450K_PROBES:,} for 450K), and predict each as its own batch")
+    if not k:
+        return
+    block = values.matrix[start:start + k]
+    cells = np.asarray(batch.select(range(1, batch.num_columns))
+                       .to_tensor(null_to_nan=True, row_major=True))
+    block[:] = cells if k == n else cells[is_probe]
+    for r, m in zip(ids, matches, strict=True):
+        if m is not None:
+            values.originals.append(r)
+            base = m.group("base")
+            values.bases.append(r if base == r else base)  # one string when nothing is stripped
+    present = ~np.isnan(block)
+    inside = (block >= 0) & (block <= 1)
+    values.n_present += int(np.count_nonzero(present))
+    values.n_inside += int(np.count_nonzero(inside))
+    if len(values.outside) < _EXAMPLES:
+        rows, cols = np.nonzero(present & ~inside)
+        for r, c in zip(rows[:_EXAMPLES], cols[:_EXAMPLES], strict=True):
+            if len(values.outside) < _EXAMPLES:
+                values.outside.append((values.originals[start + r], samples[c],
+                                       float(str(block[r, c]))))
+    values.row_has_value[start:start + k] = present.any(axis=1)
+    values.sample_has_value |= present.any(axis=0)
+
+
+def _unreadable(source: _Source, samples: list[str], exc: pa.ArrowInvalid, bad_rows: list,
+                rows_read: int) -> PredictionInputError:
+    """The project's own message for what the parser refused: the row with the wrong number of
+    cells, the first non-numeric cells (the file read again as text, from the failing block)."""
+    name = source.name_
+    if bad_rows:
+        row = bad_rows[0]
+        probe = row.text.split(source.sep.decode(), 1)[0].strip()
+        number = f" (data row {row.number:,})" if row.number is not None else ""
+        return PredictionInputError(
+            f"{name}: the row of '{probe}'{number} has {row.actual_columns} cells where the "
+            f"header has {row.expected_columns}: every row holds a probe id and one value per "
+            "sample")
+    invalid = _INVALID_CELL.search(str(exc))
+    if invalid:
+        path = Path(source._raw.name)
+        cells = _non_numeric_cells(path, source.gzipped, source.sep.decode(), samples, rows_read)
+        if not cells:
+            column = int(invalid.group(1))
+            sample = samples[column - 1] if 0 < column <= len(samples) else f"column {column}"
+            cells = [("?", sample, invalid.group(2))]
+        return PredictionInputError(
+            f"{name}: non-numeric cells, e.g. (probe, sample, value) {cells}; cells must be "
+            f"numbers or one of {NULL_VALUES} for a missing value")
+    return PredictionInputError(f"{name}: unreadable matrix ({_first_line(exc)})")
 
 
 def _first_line(exc: Exception) -> str:
@@ -295,116 +642,142 @@ def _first_line(exc: Exception) -> str:
 
 
 def _non_numeric_cells(
-    path: Path, gzipped: bool, sep: str, samples: list[str]
+    path: Path, gzipped: bool, sep: str, samples: list[str], skip: int
 ) -> list[tuple[str, str, str]]:
-    """The first few (row id, sample, text) cells that are neither a number nor missing; read
-    again as text, on the error path only."""
-    found: list[tuple[str, str, str]] = []
-    chunks = pd.read_csv(
-        path, sep=sep, header=None, skiprows=1, names=[_ROW_ID, *samples], dtype=str,
-        keep_default_na=False, chunksize=20_000, compression="gzip" if gzipped else None,
-        encoding="utf-8-sig",
-    )
-    nulls = set(NULL_VALUES)
-    with chunks:
-        for chunk in chunks:
-            cells = chunk[samples].to_numpy(dtype=object)
-            numeric = pd.DataFrame(cells).apply(pd.to_numeric, errors="coerce").to_numpy()
-            blank = np.vectorize(lambda c: not isinstance(c, str) or c.strip() in nulls,
-                                 otypes=[bool])(cells)
-            bad = np.isnan(numeric.astype(np.float64)) & ~blank
-            for r, c in zip(*np.nonzero(bad), strict=True):
-                found.append((str(chunk[_ROW_ID].iloc[r]).strip(), samples[c], cells[r, c]))
-                if len(found) == _EXAMPLES:
-                    return found
+    """The first few (row id, sample, text) cells, row by row, that are neither a number nor
+    missing, in the first block past the ``skip`` rows read well that holds any; read again as
+    text, a block at a time, on the error path only."""
+    with _Source(path, gzipped, sep) as source:
+        _read_header(source)
+        offset = 0
+        try:
+            for batch in _batches(source, samples, pa.string(), []):
+                if offset + batch.num_rows > skip:
+                    found = sorted((r, j) for j in range(len(samples))
+                                   for r in _not_numbers(batch.column(j + 1), _EXAMPLES))
+                    if found:
+                        ids = batch.column(0)
+                        return [(str(ids[r].as_py()).strip(), samples[j],
+                                 batch.column(j + 1)[r].as_py())
+                                for r, j in found[:_EXAMPLES]]
+                offset += batch.num_rows
+        except pa.ArrowInvalid:
+            return []
+    return []
+
+
+def _not_numbers(column: pa.Array, limit: int, offset: int = 0) -> list[int]:
+    """Indices of the first ``limit`` strings of ``column`` that do not parse as a float (found
+    by halving: a cast of a slice fails when it holds one)."""
+    try:
+        pc.cast(pc.utf8_trim_whitespace(column), pa.float32())
+        return []
+    except pa.ArrowInvalid:
+        if len(column) == 1:
+            return [offset]
+    half = len(column) // 2
+    found = _not_numbers(column.slice(0, half), limit, offset)
+    if len(found) < limit:
+        found += _not_numbers(column.slice(half), limit - len(found), offset + half)
     return found
 
 
-def _probe_rows(
-    name: str, row_ids: np.ndarray, values: np.ndarray, samples: list[str]
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Rows whose id is a probe id; the others are listed. Refuses a file without one."""
-    is_probe = np.array([PROBE_ID.fullmatch(r) is not None for r in row_ids], dtype=bool)
-    if not is_probe.any():
-        barcodes = [r for r in row_ids[:50] if _BARCODE.match(r)]
-        if barcodes:
-            raise PredictionInputError(
-                f"{name}: looks transposed: the row labels are sample ids (e.g. "
-                f"{barcodes[:3]}), not probe ids; the file must have one row per probe"
-            )
+def _refuse_without_probes(name: str, values: _Values) -> None:
+    """A file without a single probe row: transposed (sample ids as row labels) or not a
+    methylation matrix."""
+    if values.n_probes:
+        return
+    barcodes = [r for r in values.first_ids if _BARCODE.match(r)]
+    if barcodes:
         raise PredictionInputError(
-            f"{name}: no row id looks like a 450K or EPIC probe id (cg…, ch…, rs…); the first "
-            f"column holds e.g. {row_ids[:_EXAMPLES].tolist()}"
+            f"{name}: looks transposed: the row labels are sample ids (e.g. "
+            f"{barcodes[:3]}), not probe ids; the file must have one row per probe"
         )
-    return row_ids[is_probe], values[is_probe], [str(r) for r in row_ids[~is_probe]]
+    raise PredictionInputError(
+        f"{name}: no row id looks like a 450K or EPIC probe id (cg…, ch…, rs…); the first "
+        f"column holds e.g. {values.first_ids[:_EXAMPLES]}"
+    )
 
 
-def _scale(
-    name: str, probes: np.ndarray, values: np.ndarray, samples: list[str], scale: str
-) -> tuple[Scale, bool]:
+def _scale(name: str, values: _Values, samples: list[str], scale: str) -> tuple[Scale, bool]:
     """The file's scale (given, or detected by ``BETA_SHARE``); refuses β values outside
     [0, 1] and a file without any value."""
-    present = ~np.isnan(values)
-    n_values = int(present.sum())
-    if n_values == 0:
+    if values.n_present == 0:
         raise PredictionInputError(f"{name}: no value at all: every cell is missing")
-    inside = present & (values >= 0) & (values <= 1)
-    share = float(inside.sum()) / n_values
+    share = values.n_inside / values.n_present
     if scale == "m_value" or (scale == "auto" and share < BETA_SHARE):
         return "m_value", scale == "auto"
-    outside = present & ~inside
-    if outside.any():
+    n_outside = values.n_present - values.n_inside
+    if n_outside:
         why = (f"{share:.2%} of its values lie in [0, 1], so it holds β values (a file is read "
                f"as M-values only when fewer than {BETA_SHARE:.0%} of its values do)"
                if scale == "auto" else "β values were asked for")
         raise PredictionInputError(
-            f"{name}: β outside [0, 1]: {why}, but {int(outside.sum()):,} value(s) lie outside "
-            f"[0, 1], e.g. (probe, sample, value) {_cells(values, outside, probes, samples)}. "
+            f"{name}: β outside [0, 1]: {why}, but {n_outside:,} value(s) lie outside "
+            f"[0, 1], e.g. (probe, sample, value) {values.outside}. "
             "A β is a fraction: correct these cells or blank them (NA); if the file holds "
             "M-values, say so (scale 'm_value')"
         )
     return "beta", scale == "auto"
 
 
-def _collapse(
-    name: str, probes: np.ndarray, values: np.ndarray
-) -> tuple[dict[str, str], dict[str, int], np.ndarray, np.ndarray]:
-    """Strip EPIC v2 suffixes and average the replicates they reveal; refuses an id twice."""
-    index = pd.Index(probes)
+def _refuse_duplicates(name: str, probes: list[str]) -> None:
+    index = pd.Index(probes, dtype=object)
     repeated = index[index.duplicated()].unique().tolist()
     if repeated:
         raise PredictionInputError(
             f"{name}: duplicate probe ids: {len(repeated)} id(s) appear on more than one row, "
             f"e.g. {repeated[:_EXAMPLES]}"
         )
-    base = np.array([PROBE_ID.fullmatch(p).group("base") for p in probes], dtype=object)
-    renamed = {str(p): str(b) for p, b in zip(probes, base, strict=True) if p != b}
-    counts = pd.Series(base).value_counts()
-    replicated = counts[counts > 1]
-    if replicated.empty:
-        return renamed, {}, base, values
-    frame = pd.DataFrame(values, index=pd.Index(base, dtype=object))
-    collapsed = frame.groupby(level=0, sort=False).mean()  # NaN-skipping mean of replicates
-    merged = {str(b): int(n) for b, n in replicated.items()}
-    return (renamed, merged, collapsed.index.to_numpy(dtype=object),
-            collapsed.to_numpy(dtype=np.float32))
+
+
+def _collapse(values: _Values) -> tuple[dict[str, int], np.ndarray, np.ndarray, list[str]]:
+    """Average the replicates that stripping EPIC v2 suffixes reveals (into the first row of
+    each) and leave out the rows without any value, in place: (replicates merged, the values,
+    their probe ids, the empty probes)."""
+    matrix, has_value = values.probes, values.row_has_value[:values.n_probes]
+    bases = np.array(values.bases, dtype=object)
+    index = pd.Index(bases, dtype=object)
+    first = ~index.duplicated(keep="first")
+    merged: dict[str, int] = {}
+    if not first.all():
+        rows = np.flatnonzero(index.duplicated(keep=False))
+        group = pd.DataFrame(matrix[rows], index=pd.Index(bases[rows], dtype=object))
+        collapsed = group.groupby(level=0, sort=False).mean()  # NaN-skipping mean of replicates
+        counts = group.groupby(level=0, sort=False).size()
+        merged = {str(b): int(n) for b, n in counts.items()}
+        targets = rows[first[rows]]  # each group's first row, in the same order as collapsed
+        matrix[targets] = collapsed.to_numpy(dtype=np.float32)
+        has_value[targets] = collapsed.notna().any(axis=1).to_numpy()
+    keep = first & has_value
+    empty = [str(p) for p in bases[first & ~has_value]]
+    kept = np.flatnonzero(keep)
+    if len(kept) < len(matrix):
+        step = _rows_per_chunk(matrix.shape[1])
+        for i in range(0, len(kept), step):  # rows move up only: each chunk reads rows ≥ i
+            rows = kept[i:i + step]
+            matrix[i:i + len(rows)] = matrix[rows]
+    return merged, matrix[:len(kept)], bases[kept], empty
+
+
+def _to_m_values(matrix: np.ndarray, scale: Scale) -> int:
+    """β → M (``beta_to_m``) or M clamped to ±``M_CLAMP``, in place, a chunk of rows at a time;
+    the number of M-values clamped."""
+    n_clamped, step = 0, _rows_per_chunk(matrix.shape[1])
+    for i in range(0, len(matrix), step):
+        chunk = matrix[i:i + step]
+        if scale == "beta":
+            chunk[:] = beta_to_m(chunk)
+        else:
+            n_clamped += int(np.count_nonzero(np.abs(chunk) > M_CLAMP))  # NaN is not counted
+            np.clip(chunk, -M_CLAMP, M_CLAMP, out=chunk)
+    return n_clamped
 
 
 def _check_samples(name: str, has_value: np.ndarray, samples: list[str]) -> None:
-    empty = [s for s, any_value in zip(samples, has_value.any(axis=0), strict=True)
-             if not any_value]
+    empty = [s for s, any_value in zip(samples, has_value, strict=True) if not any_value]
     if empty:
         raise PredictionInputError(
             f"{name}: {len(empty)} sample(s) without any value (every probe missing), e.g. "
             f"{empty[:_EXAMPLES]}: remove these columns"
         )
-
-
-def _cells(
-    values: np.ndarray, mask: np.ndarray, probes: np.ndarray, samples: list[str]
-) -> list[tuple[str, str, float]]:
-    """(probe, sample, value) of the first few cells of ``mask``, row by row; values as the file
-    wrote them (float32's shortest form: 1.3, not 1.2999999523)."""
-    rows, cols = np.nonzero(mask)
-    return [(str(probes[r]), samples[c], float(str(values[r, c])))
-            for r, c in zip(rows[:_EXAMPLES], cols[:_EXAMPLES], strict=True)]
