@@ -293,3 +293,24 @@ def test_the_same_gene_twice_is_refused(gene):
     checkpoint, held, _, _ = gene
     with pytest.raises(ValueError, match="more than one checkpoint"):
         predict_genes([("G", checkpoint), ("G", checkpoint)], held)
+
+
+def test_beta_in_percent_and_other_ambiguous_scales_are_refused_saying_how_to_state_them(
+    tmp_path,
+):
+    """Issue 23, case 3: β in percent was "detected" as M-values, 32,525 cells clamped to ±10
+    and predictions up to 63 log2 units."""
+    rng = np.random.default_rng(0)
+    probes = [f"cg{i:08d}" for i in range(40)]
+    percent = pd.DataFrame(rng.uniform(0, 100, (40, 3)), index=probes, columns=["a", "b", "c"])
+    path = write_matrix(tmp_path / "percent.tsv", percent)
+    with pytest.raises(PredictionInputError, match=r"percent.tsv: .*ambiguous.*"
+                       r"from 0\.\d+ to 99\.\d+.*β in percent.*divide.*100.*scale 'm_value'"):
+        read_methylation(path)
+    above_one = write_matrix(tmp_path / "big.tsv", percent + 200)
+    with pytest.raises(PredictionInputError, match=r"ambiguous.*no value below 0"):
+        read_methylation(above_one)
+    stated = read_methylation(path, scale="m_value")  # said so: taken as M-values
+    assert (stated.scale, stated.scale_detected) == ("m_value", False)
+    m_values = write_matrix(tmp_path / "m.tsv", (percent - 50) / 10)
+    assert read_methylation(m_values).scale == "m_value"

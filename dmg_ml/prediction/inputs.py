@@ -21,9 +21,11 @@ silently:
   [0, 1] → β. At least ``BETA_SHARE`` (99 %) in [0, 1] but not all → a β file with broken cells,
   refused with the cells named (a β is a fraction, and reading the file as M-values would take
   every β for an M-value near 0, a half-methylated CpG). Fewer → M-values (a real M-value file
-  has most of its values outside [0, 1]). ``scale="beta"`` or ``"m_value"`` overrides the
-  detection: a small M-value file whose values all happen to lie in [0, 1] needs
-  ``scale="m_value"``.
+  has most of its values outside [0, 1]), unless no value is below 0: β in percent (0-100), or a
+  file whose scale cannot be told, refused saying what was seen and how to state the scale (an
+  M-value file has negative values for its unmethylated CpGs). ``scale="beta"`` or
+  ``"m_value"`` overrides the detection: a small M-value file whose values all happen to lie in
+  [0, 1] needs ``scale="m_value"``.
 * **Conversion and clamp.** β becomes M with the project's ``beta_to_m`` (the training data's
   own transform, β = 0 → −``M_CLAMP``, β = 1 → +``M_CLAMP``). M-values beyond ±``M_CLAMP`` (±inf
   included) are clamped to it, counted in ``n_clamped``: no training M-value lies beyond, so a
@@ -501,6 +503,9 @@ class _Values:
     n_rows: int = 0
     n_present: int = 0
     n_inside: int = 0
+    n_negative: int = 0
+    lowest: float = np.inf
+    highest: float = -np.inf
     outside: list[tuple[str, str, float]] = field(default_factory=list)
     row_has_value: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     sample_has_value: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -599,6 +604,10 @@ def _take(name: str, values: _Values, batch: pa.RecordBatch, samples: list[str])
     inside = (block >= 0) & (block <= 1)
     values.n_present += int(np.count_nonzero(present))
     values.n_inside += int(np.count_nonzero(inside))
+    values.n_negative += int(np.count_nonzero(block < 0))
+    if present.any():
+        values.lowest = min(values.lowest, float(np.nanmin(block)))
+        values.highest = max(values.highest, float(np.nanmax(block)))
     if len(values.outside) < _EXAMPLES:
         rows, cols = np.nonzero(present & ~inside)
         for r, c in zip(rows[:_EXAMPLES], cols[:_EXAMPLES], strict=True):
@@ -705,6 +714,8 @@ def _scale(name: str, values: _Values, samples: list[str], scale: str) -> tuple[
     if values.n_present == 0:
         raise PredictionInputError(f"{name}: no value at all: every cell is missing")
     share = values.n_inside / values.n_present
+    if scale == "auto" and share < BETA_SHARE and not values.n_negative:
+        _refuse_ambiguous(name, values, share)
     if scale == "m_value" or (scale == "auto" and share < BETA_SHARE):
         return "m_value", scale == "auto"
     n_outside = values.n_present - values.n_inside
@@ -719,6 +730,23 @@ def _scale(name: str, values: _Values, samples: list[str], scale: str) -> tuple[
             "M-values, say so (scale 'm_value')"
         )
     return "beta", scale == "auto"
+
+
+def _refuse_ambiguous(name: str, values: _Values, share: float) -> None:
+    """Too few values in [0, 1] for β, and none below 0, which M-values have (an unmethylated
+    CpG's M is negative): β in percent, or a scale the file does not say."""
+    seen = (f"every value is ≥ 0 and {1 - share:.1%} lie above 1 (from {values.lowest:.4g} to "
+            f"{values.highest:.4g})")
+    if values.highest <= 100:
+        looks = "which reads as β in percent (0-100), not as M-values"
+    else:
+        looks = "neither β (fractions in [0, 1]) nor M-values (which have no value below 0 only " \
+                "when every CpG is methylated)"
+    raise PredictionInputError(
+        f"{name}: the scale is ambiguous: {seen}, {looks}, and no value below 0 as an "
+        "M-value file has for its unmethylated CpGs. For β in percent, divide every value by "
+        "100 (β is a fraction); if these are M-values, say so (scale 'm_value', --scale m_value)"
+    )
 
 
 def _refuse_duplicates(name: str, probes: list[str]) -> None:
