@@ -30,9 +30,10 @@ test: setup
 data/synthetic/synthetic_hub.json: | setup
 	$(BIN)/python -m dmg_ml.synthetic.writer data/synthetic
 
+# dagster dev under a supervisor that stops it on the first Ctrl-C (dmg_assets/dev.py).
 dev: setup $(DAGSTER_HOME)/dagster.yaml data/synthetic/synthetic_hub.json
 	$(BIN)/dagster instance concurrency set torch_training 1
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/python -m dmg_assets.dev -- $(BIN)/dagster dev -w workspace.yaml
 
 benchmark-data: setup
 	$(BIN)/python benchmarks/data_layer.py
