@@ -427,6 +427,11 @@ def prediction(context: AssetExecutionContext, config: PredictionConfig, warehou
     rows = {}
     with _writable(warehouse, skipped).transaction() as transaction:
         for name, frame in tables.items():
+            if not config.replace:  # another step may have taken the name since the check
+                transaction.require_empty(name, {"batch": batch}, PredictionRefused(
+                    f"batch {batch} was written by another run while this one predicted; "
+                    "nothing was written: pass --replace (replace: true) to replace it, or name "
+                    "another batch (--batch NAME)"))
             rows[name] = transaction.write(name, {"batch": batch}, _arrow(name, frame))
     yield from _results(batch, tables, rows, data, config, int(low_r2.sum()), warehouse)
 

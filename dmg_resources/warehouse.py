@@ -177,6 +177,7 @@ class Transaction:
         self._staged: dict[Path, _Staged] = {}
         self._locks: dict[Path, FileLock] = {}
         self._opened = 0
+        self._must_be_empty: list[tuple[str, dict[str, str], Exception]] = []
 
     @contextmanager
     def writer(self, table: str, partition: Mapping[str, str]) -> Iterator[PartitionWriter]:
@@ -229,6 +230,12 @@ class Transaction:
             frame = pd.concat([old, frame], ignore_index=True)
         return self.write(table, partition, frame)
 
+    def require_empty(self, table: str, partition: Mapping[str, str], refusal: Exception) -> None:
+        """Raise ``refusal`` at commit, writing nothing, if ``table``'s ``partition`` holds rows
+        then: a check made before the step's work (a batch name in use) cannot see a concurrent
+        step that commits the same partition first."""
+        self._must_be_empty.append((table, dict(partition), refusal))
+
     def _hold(self, target: Path) -> None:
         if target not in self._locks:
             lock = self.warehouse.partition_lock(target)
@@ -242,6 +249,9 @@ class Transaction:
             self._hold(target)
         with self.warehouse.commit_lock():
             current = self.warehouse.snapshot()
+            for table, partition, refusal in self._must_be_empty:
+                if sum(current.files(table, partition).values()):
+                    raise refusal
             self._refuse_empty_replacements(current)
             self.warehouse.commit_snapshot(self._next(current))
 

@@ -425,3 +425,15 @@ def test_readers_never_see_a_partition_absent_during_a_rewrite(tmp_path):
             counts.add(connection.execute("SELECT count(*) FROM samples").fetchone()[0])
     assert writer.returncode == 0
     assert counts == {12}
+
+
+def test_a_partition_required_empty_refuses_a_commit_that_finds_rows_there(tmp_path):
+    """Two steps that both checked a new batch name before their work: the second to commit is
+    refused and writes nothing (dmg predict's batch names)."""
+    warehouse = _warehouse(tmp_path)
+    with pytest.raises(LookupError, match="taken"), warehouse.transaction() as tx:
+        tx.require_empty("samples", {"cohort": "BRCA"}, LookupError("taken"))
+        tx.write("expression", {"cohort": "BRCA"},
+                 pd.DataFrame({"gene": ["A"], "sample": ["S0"], "log2_expression": [1.0]}))
+        warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 2))  # the other step
+    assert warehouse.tables() == ["samples"]
