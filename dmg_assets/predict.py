@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from dagster import LoggerDefinition, colored_console_logger
+from dagster import LoggerDefinition
 from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -79,28 +79,6 @@ class _Renamed:
             return self.parser.add_argument(flag, **options)
         metavar = flags[0].removeprefix("--").replace("-", "_").upper()
         return self.parser.add_argument(*flags, **{"metavar": metavar, **options})
-
-
-def _not_a_failure(record: logging.LogRecord) -> bool:
-    """False for the step and run failure events, whose text is a stack trace: the command says
-    why the step failed in one line."""
-    if not has_log_record_metadata(record):
-        return True
-    event = get_log_record_metadata(record).get("dagster_event")
-    return event is None or not (event.is_step_failure or event.is_run_failure)
-
-
-def _console(init_context) -> logging.Logger:
-    console = colored_console_logger.logger_fn(init_context)
-    console.addFilter(_not_a_failure)
-    return console
-
-
-#: Dagster's console logger (same config: ``log_level``, ``name``) without the failure events.
-QUIET_CONSOLE = LoggerDefinition(
-    _console, config_schema=colored_console_logger.config_schema,
-    description="Dagster's console logger without the stack traces of failed steps.",
-)
 
 
 class _GeneBar(logging.Handler):
@@ -231,7 +209,7 @@ def _predict(batch: str, config: dict, log_level: str) -> int:
           f"{config['training_cohort']} (W={config['window_bp']:,})", flush=True)
     job = defs.resolve_job_def(prediction_job.name)
     if log_level != "INFO":  # --verbose shows everything, stack traces included
-        job = job.with_logger_defs({"console": QUIET_CONSOLE, "progress": GENE_BAR})
+        job = job.with_logger_defs({"console": runs.QUIET_CONSOLE, "progress": GENE_BAR})
     result = runs.execute(job, instance, partition_key=batch, run_config=run_config,
                           raise_on_error=False)
     if not result.success:
