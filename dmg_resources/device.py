@@ -1,16 +1,19 @@
 """The torch device training runs on: CUDA when present (or asked for), else CPU."""
 
+from typing import Literal
+
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from dmg_ml.training.runtime import auto_precision, keep_freed_memory, set_training_threads
+from dmg_ml.runtime import auto_precision, keep_freed_memory, set_training_threads
 
 
 class TorchDevice(ConfigurableResource):
     device: str = Field(
-        default="auto", description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:N'."
+        default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:N'.",
     )
-    precision: str = Field(
+    precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
         description="'auto' (the trainer's choice for the device), 'fp32' or 'bf16' (autocast).",
     )
@@ -25,8 +28,7 @@ class TorchDevice(ConfigurableResource):
         if self.keep_freed_memory:
             kept = keep_freed_memory()
             context.log.debug(f"keep freed memory for reuse: {kept}")
-        # one thread per core this process may use (dmg_ml.training.runtime.training_threads);
-        # importing
+        # one thread per core this process may use (dmg_ml.runtime.training_threads); importing
         # dmg_ml already made the OpenMP threads sleep, not spin, while they wait
         threads = set_training_threads()
         context.log.debug(f"intra-op threads: {threads}")
@@ -42,7 +44,7 @@ class TorchDevice(ConfigurableResource):
         return self.device
 
     def resolve_precision(self, device: str) -> str:
-        """The configured precision; 'auto' is ``dmg_ml.training.runtime.auto_precision``."""
+        """The configured precision; 'auto' is ``dmg_ml.runtime.auto_precision``."""
         return auto_precision(device) if self.precision == "auto" else self.precision
 
     def gpu_count(self) -> int:

@@ -15,13 +15,13 @@ import sys
 
 import pytest
 
-from dmg_ml.training import runtime
-from dmg_ml.training.runtime import keep_freed_memory
+from dmg_ml import runtime
+from dmg_ml.runtime import keep_freed_memory
 
 PROBE = """
 import resource, sys
 import torch
-from dmg_ml.training.runtime import keep_freed_memory
+from dmg_ml.runtime import keep_freed_memory
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 x = torch.ones(8 << 20)  # 32 MB of float32, as large as glibc's largest mmap threshold
@@ -125,7 +125,7 @@ def test_an_explicit_wait_policy_is_kept():
 @linux_only
 def test_importing_torch_first_is_warned_once():
     code = IMPORT_ORDER.format(first="import torch", second="import dmg_ml")
-    code += "from dmg_ml.training.runtime import configure_threads\nconfigure_threads()\n"
+    code += "from dmg_ml.runtime import configure_threads\nconfigure_threads()\n"
     out = _python(code)
     assert _openmp_settings(out.stderr)["GOMP_SPINCOUNT"] == "300000"  # the policy came too late
     assert out.stderr.count(TOO_LATE) == 1
@@ -146,7 +146,7 @@ import dmg_ml
 import torch
 from dagster import build_init_resource_context
 from dmg_resources.device import TorchDevice
-from dmg_ml.training.runtime import set_training_threads, training_threads
+from dmg_ml.runtime import set_training_threads, training_threads
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # taskset after torch counted the CPUs
 before = torch.get_num_threads()
 TorchDevice(device="cpu").setup_for_execution(build_init_resource_context())
@@ -171,3 +171,15 @@ def test_an_explicit_thread_count_is_kept():
         pytest.skip("needs two CPUs")
     out = _python(ONE_CPU, OMP_NUM_THREADS="2").stdout.split()
     assert out[:3] == ["1", "2", "2"]
+
+
+def test_the_device_resource_refuses_a_device_or_precision_it_cannot_run_when_built():
+    from pydantic import ValidationError
+
+    from dmg_resources.device import TorchDevice
+
+    assert TorchDevice(device="cuda:1", precision="bf16").device == "cuda:1"
+    with pytest.raises(ValidationError, match="device"):
+        TorchDevice(device="gpu")
+    with pytest.raises(ValidationError, match="precision"):
+        TorchDevice(precision="fp16")

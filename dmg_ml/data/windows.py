@@ -7,11 +7,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from dmg_ml import defaults
+
 #: Window half-widths W the paper compares; the authors' code used 10 Mb for every model.
 WINDOW_SIZES: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
 AUTHORS_CODE_WINDOW = 10_000_000
 #: The window models train on unless told otherwise (the paper's 1 Mb).
-DEFAULT_WINDOW_BP = 1_000_000
+DEFAULT_WINDOW_BP = defaults.WINDOW_BP
 
 
 def _ranges(probes: pd.DataFrame, chromosome: str, lo: np.ndarray, hi: np.ndarray):

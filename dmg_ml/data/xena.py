@@ -28,10 +28,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from dmg_ml import defaults
 from dmg_ml.data.genome import CHROMOSOMES
 
 #: The cohorts of the study: trained on BRCA, generalisation tested on COAD, GBM and LUAD.
-DEFAULT_COHORTS: tuple[str, ...] = ("BRCA", "COAD", "GBM", "LUAD")
+DEFAULT_COHORTS: tuple[str, ...] = defaults.COHORTS
 #: Where each file lives under a hub's download root (the public hub and the synthetic one alike).
 METHYLATION_PATH = "TCGA.{cohort}.sampleMap/HumanMethylation450.gz"
 EXPRESSION_PATH = "TCGA.{cohort}.sampleMap/HiSeqV2.gz"

@@ -13,15 +13,17 @@ are scored on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
+from dmg_ml.data.splits import INNER_VALID_FRACTION
+from dmg_ml.models.checkpoint import FoldCheckpoint
+
 #: Inner folds for choices made by cross-validation inside ``fit`` (enet's λ, cascade layers).
 INNER_FOLDS = 5
-#: Share of the training rows held out for early stopping inside ``fit`` (CNN, MLP).
-INNER_VALID_FRACTION = 0.2
 
 
 @runtime_checkable
@@ -58,3 +60,19 @@ def inner_holdout(groups: np.ndarray | None, n_rows: int,
     splitter = GroupShuffleSplit(n_splits=1, test_size=INNER_VALID_FRACTION, random_state=seed)
     train, valid = next(splitter.split(np.zeros((n_rows, 1)), groups=groups))
     return np.sort(train), np.sort(valid)
+
+
+@dataclass
+class FittedFold:
+    """A model fitted on one outer fold's training rows, as the evaluation engine scores it.
+
+    ``predictor.predict`` takes raw rows (any scaling is inside it); ``seconds`` is the fold's
+    share of the fit; ``facts`` what its training did where a model reports it (the CNN: rows
+    held out for early stopping, epochs run, best epoch); ``checkpoint`` its saved form where
+    the model can be stored."""
+
+    fold: int
+    predictor: Regressor
+    seconds: float
+    facts: dict[str, int] = field(default_factory=dict)
+    checkpoint: FoldCheckpoint | None = None

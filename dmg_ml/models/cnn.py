@@ -24,6 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -120,3 +121,23 @@ class AblationMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(x.flatten(1)))
         return self.fc2(x).squeeze(-1)
+
+
+def model_from_state(
+    state: dict[str, torch.Tensor], input_size: int, channels: str
+) -> AdaptiveRegressionCNN:
+    """A model holding a copy of ``state``, built without initialising weights only to overwrite
+    them (a per-task cost on the host that a GPU would wait for)."""
+    with torch.device("meta"):
+        model = AdaptiveRegressionCNN(input_size, channels)
+    model.to_empty(device="cpu").load_state_dict(state)
+    return model
+
+
+def predict(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    """Predictions of ``model`` for the rows of ``X`` as float64, computed on the CPU in fp32
+    (as every score and every prediction for new samples is, whatever the training device)."""
+    model = model.to("cpu").eval()
+    with torch.no_grad():
+        pred = model(torch.as_tensor(np.asarray(X, dtype=np.float32)))
+    return pred.float().numpy().astype(np.float64)
