@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmg_ml.evaluation.cv import FoldCheckpoint, FoldModel, GeneCheckpoint, load_fold_model
+from dmg_ml.models.checkpoint import FoldCheckpoint, FoldModel, GeneCheckpoint, load_fold_model
 from dmg_ml.training.reference import init_model
 from dmg_resources.checkpoints import CheckpointStore
 
@@ -68,9 +68,10 @@ def test_a_loaded_checkpoint_rebuilds_models_that_predict_as_the_saved_ones(
 ) -> None:
     key, digest = store.save(checkpoint, *PARTS)
     loaded = store.load(key, digest)
-    assert (loaded.gene, loaded.protocol, loaded.probe_ids, loaded.config, loaded.run_id) == (
+    assert (loaded.gene, loaded.protocol, loaded.probe_ids, loaded.config, loaded.run_id,
+            loaded.model) == (
         checkpoint.gene, checkpoint.protocol, checkpoint.probe_ids, checkpoint.config,
-        checkpoint.run_id,
+        checkpoint.run_id, "cnn",
     )
     X = np.random.default_rng(9).normal(size=(7, LENGTH)).astype(np.float32)
     assert [f.fold for f in loaded.folds] == [0, 1, 2]
@@ -96,11 +97,18 @@ def test_the_file_is_safetensors_with_json_metadata(store, checkpoint) -> None:
         metadata = handle.metadata()
         names = set(handle.keys())
     assert metadata["format"] == "dmg.gene_checkpoint/1"
+    assert metadata["model"] == "cnn"
     assert json.loads(metadata["probe_ids"]) == checkpoint.probe_ids
     assert json.loads(metadata["folds"])[1] == {"fold": 1, "input_size": 12, "channels": "adaptive"}
     assert len(metadata["content_sha256"]) == 64
     assert {"fold.2.scaler_mean", "fold.2.scaler_scale"} <= names
     assert all(n.startswith(("fold.0.", "fold.1.", "fold.2.")) for n in names)
+
+
+def test_the_model_name_round_trips(store, checkpoint) -> None:
+    last_epoch = GeneCheckpoint(**{**checkpoint.__dict__, "model": "cnn_last_epoch"})
+    key, digest = store.save(last_epoch, *PARTS)
+    assert store.load(key, digest).model == "cnn_last_epoch"
 
 
 def test_a_changed_sha256_is_refused(store, checkpoint) -> None:

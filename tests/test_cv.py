@@ -1,4 +1,5 @@
-"""Cross-validation protocols: grouping, leakage, learning, agreement, determinism, checkpoints."""
+"""The CNN under the evaluation engine's two protocols: grouping, leakage, learning, agreement,
+determinism, checkpoints."""
 
 from __future__ import annotations
 
@@ -7,19 +8,27 @@ import pandas as pd
 import pytest
 import torch
 
-import dmg_ml.evaluation.cv as cv
-from dmg_ml.evaluation.cv import (
-    GeneData,
-    cross_validate,
-    honest_splits,
-    load_fold_model,
-    published_splits,
-    scale_features,
-)
+from dmg_ml.data import splits as splits_module
+from dmg_ml.data.inputs import GeneData
+from dmg_ml.data.splits import final_split, honest_splits, published_splits
+from dmg_ml.evaluation import engine
+from dmg_ml.models.checkpoint import load_fold_model, scale_features
+from dmg_ml.training import folds, planning
 from dmg_ml.training.planning import task_bytes
 from dmg_ml.training.reference import TrainConfig, init_model
 
-FAST = TrainConfig(max_epochs=100, patience=30)
+FAST = {"max_epochs": 100, "patience": 30}
+DEFAULTS = TrainConfig()
+
+
+def cross_validate(genes, protocol="honest", params=None, seed=DEFAULTS.seed, **kwargs):
+    """The CNN through the evaluation engine (what ``cv.cross_validate`` was)."""
+    return engine.evaluate(genes, "cnn", protocol, params=params, seed=seed, **kwargs)
+
+
+def scores(result) -> pd.DataFrame:
+    """A result's per-fold figures and training facts, without the wall times."""
+    return result.fold_metrics.drop(columns="seconds").merge(result.training, on="fold")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +54,7 @@ def gene(name: str, signal: bool, length: int = 40, seed: int = 0) -> GeneData:
 
 @pytest.fixture(scope="module")
 def honest_results():
-    return cross_validate([gene("SIG", True), gene("NULL", False, seed=1)], config=FAST)
+    return cross_validate([gene("SIG", True), gene("NULL", False, seed=1)], params=FAST)
 
 
 def test_outer_folds_are_patient_grouped_and_inner_split_avoids_the_scored_fold() -> None:
@@ -78,16 +87,16 @@ def test_published_splits_stop_early_on_the_scored_fold() -> None:
 def test_the_scored_fold_never_reaches_the_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     data = gene("SIG", True)
     seen = []
-    real = cv.train_tasks
+    real = folds.train_tasks
 
     def spy(tasks, config, trainer, device):
         seen.extend(tasks)
         return real(tasks, config, trainer, device)
 
-    monkeypatch.setattr(cv, "train_tasks", spy)
-    (result,) = cross_validate([data], config=TrainConfig(max_epochs=2, patience=2))
+    monkeypatch.setattr(folds, "train_tasks", spy)
+    (result,) = cross_validate([data], params={"max_epochs": 2, "patience": 2})
     assert len(seen) == 5
-    for fold, (task, checkpoint) in enumerate(zip(seen, result.checkpoints, strict=True)):
+    for fold, (task, checkpoint) in enumerate(zip(seen, result.fold_models, strict=True)):
         test = result.oof.index[result.oof["fold"] == fold]
         scaled = scale_features(data.X[test], checkpoint.scaler_mean, checkpoint.scaler_scale)
         used = np.vstack([task.X_train, task.X_valid])
@@ -103,19 +112,25 @@ def test_model_learns_signal_and_not_noise(honest_results) -> None:
 
 def test_result_tables_have_the_documented_shape(honest_results) -> None:
     result = honest_results[0]
-    assert list(result.fold_metrics.columns) == cv.FOLD_METRIC_COLUMNS
+    assert list(result.fold_metrics.columns) == engine.FOLD_COLUMNS
+    assert list(result.training.columns) == engine.TRAINING_COLUMNS
     assert list(result.fold_metrics["fold"]) == [0, 1, 2, 3, 4]
-    sizes = result.fold_metrics[["n_train", "n_valid", "n_test"]].sum(axis=1)
+    assert list(result.training["fold"]) == [0, 1, 2, 3, 4]
+    # n_train is the fold's whole training set: the gradient rows plus the early-stopping rows
+    sizes = result.fold_metrics[["n_train", "n_test"]].sum(axis=1)
     assert (sizes == 180).all()
+    assert (result.training["n_valid"] > 0).all()
+    assert (result.training["n_valid"] < result.fold_metrics["n_train"]).all()
     assert list(result.oof.columns) == ["sample", "fold", "y_true", "y_pred"]
     assert len(result.oof) == 180 and result.oof["sample"].is_unique
     assert result.n_cpgs == 40 and result.seconds > 0 and result.protocol == "honest"
-    assert (result.fold_metrics["best_epoch"] <= result.fold_metrics["epochs_run"]).all()
+    assert result.model == "cnn" and len(result.fold_models) == 5
+    assert (result.training["best_epoch"] <= result.training["epochs_run"]).all()
 
 
 def test_checkpoints_reproduce_the_out_of_fold_predictions(honest_results) -> None:
     data, result = gene("SIG", True), honest_results[0]
-    for checkpoint in result.checkpoints:
+    for checkpoint in result.fold_models:
         rows = result.oof.index[result.oof["fold"] == checkpoint.fold]
         model = load_fold_model(checkpoint)
         np.testing.assert_array_equal(model.predict(data.X[rows]), result.oof.loc[rows, "y_pred"])
@@ -128,45 +143,49 @@ def test_fold_assignment_is_the_same_for_every_gene(honest_results) -> None:
 
 def test_deterministic_for_a_seed() -> None:
     data = [gene("SIG", True, seed=3)]
-    config = TrainConfig(max_epochs=40, patience=10, seed=5)
-    first, second = (cross_validate(data, config=config)[0] for _ in range(2))
+    params = {"max_epochs": 40, "patience": 10}
+    first, second = (cross_validate(data, params=params, seed=5)[0] for _ in range(2))
     pd.testing.assert_frame_equal(first.oof, second.oof)
-    pd.testing.assert_frame_equal(first.fold_metrics, second.fold_metrics)
+    pd.testing.assert_frame_equal(scores(first), scores(second))
+    other = cross_validate(data, params=params, seed=6)[0]
+    assert not np.allclose(other.oof["y_pred"], first.oof["y_pred"])
 
 
 def test_batched_and_reference_trainers_agree() -> None:
     data = [gene("SIG", True, seed=4)]
-    config = TrainConfig(max_epochs=60, patience=10)
-    fast = cross_validate(data, config=config, trainer="batched")[0]
-    ref = cross_validate(data, config=config, trainer="reference")[0]
+    params = {"max_epochs": 60, "patience": 10}
+    fast = cross_validate(data, params={**params, "trainer": "batched"})[0]
+    ref = cross_validate(data, params={**params, "trainer": "reference"})[0]
     assert abs(fast.r2 - ref.r2) < 0.01
     assert abs(fast.pearson_r2 - ref.pearson_r2) < 0.01
 
 
 def test_published_protocol_carries_one_model_across_folds(monkeypatch) -> None:
     seen = []
-    real = cv.train_tasks
+    real = folds.train_tasks
 
     def spy(tasks, config, trainer, device):
         results = real(tasks, config, trainer, device)
         seen.append((tasks[0], results[0]))
         return results
 
-    monkeypatch.setattr(cv, "train_tasks", spy)
+    monkeypatch.setattr(folds, "train_tasks", spy)
     done = []
     (result,) = cross_validate(
-        [gene("SIG", True)], protocol="published", config=FAST, on_gene_done=done.append
+        [gene("SIG", True)], protocol="published", params=FAST, on_gene_done=done.append
     )
     assert done == [result] and result.protocol == "published"
+    assert len(seen) == 5
     # fold 0 starts from the model the authors' module builds under the seed (its extra draw)
-    first = init_model(40, FAST.channels, FAST.seed, published_init=True).state_dict()
+    first = init_model(40, DEFAULTS.channels, DEFAULTS.seed, published_init=True).state_dict()
     for k, v in first.items():
         assert torch.equal(seen[0][0].init_state[k], v)
     for (task, _), (_, previous) in zip(seen[1:], seen[:-1], strict=True):
         for k, v in previous.model.state_dict().items():
             assert torch.equal(task.init_state[k], v)
     assert result.r2 > 0.3
-    assert (result.fold_metrics["n_valid"] == result.fold_metrics["n_test"]).all()
+    assert (result.training["n_valid"] == result.fold_metrics["n_test"]).all()
+    assert (result.fold_metrics[["n_train", "n_test"]].sum(axis=1) == 180).all()
 
 
 def test_bad_input_is_refused() -> None:
@@ -187,19 +206,21 @@ def test_genes_trained_together_match_genes_trained_alone(monkeypatch, protocol)
     carries that on, so the figures agree to rounding, not bit for bit; a gene mixed up with
     another would be off by far more."""
     data = [gene("A", True, seed=11), gene("B", False, seed=12), gene("C", True, seed=13)]
-    config = TrainConfig(max_epochs=30, patience=5)
-    alone = cross_validate(data, protocol=protocol, config=config)
-    cuda_batches = cv._gene_batches  # batches as planned for a GPU with memory to spare
+    params = {"max_epochs": 30, "patience": 5}
+    alone = cross_validate(data, protocol=protocol, params=params)
+    cuda_batches = planning.gene_batches  # batches as planned for a GPU with memory to spare
     gpu = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 40, 1 << 41))
     monkeypatch.setattr(
-        cv, "_gene_batches", lambda genes, config, _, folds: cuda_batches(genes, config, gpu, folds)
+        folds, "gene_batches",
+        lambda shapes, models, channels, _: cuda_batches(shapes, models, channels, gpu),
     )
-    assert cv._gene_batches(data, config, torch.device("cpu"), 5) == [[0, 1, 2]]
-    together = cross_validate(data, protocol=protocol, config=config)
+    shapes = [(len(g.y), g.X.shape[1]) for g in data]
+    assert folds.gene_batches(shapes, 5, "adaptive", torch.device("cpu")) == [[0, 1, 2]]
+    together = cross_validate(data, protocol=protocol, params=params)
     for a, t in zip(alone, together, strict=True):
         assert t.gene == a.gene
-        pd.testing.assert_series_equal(t.fold_metrics["epochs_run"], a.fold_metrics["epochs_run"])
+        pd.testing.assert_series_equal(t.training["epochs_run"], a.training["epochs_run"])
         assert t.r2 == pytest.approx(a.r2, abs=1e-3)
         assert t.pearson_r2 == pytest.approx(a.pearson_r2, abs=1e-3)
         np.testing.assert_allclose(t.oof["y_pred"], a.oof["y_pred"], atol=0.05)
@@ -207,25 +228,57 @@ def test_genes_trained_together_match_genes_trained_alone(monkeypatch, protocol)
 
 def test_gpu_batches_take_genes_in_length_order_within_the_memory_budget(monkeypatch) -> None:
     data = [gene("L", False, 60)] + [gene(f"G{i}", False, length=40, seed=i) for i in range(5)]
+    shapes = [(len(g.y), g.X.shape[1]) for g in data]
     per_gene = 5 * task_bytes(len(data[1].y), 40, "adaptive")
     free = int(2.5 * per_gene / 0.4)  # room for two genes of length 40 in 40 % of free memory
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
-    batches = cv._gene_batches(data, TrainConfig(), torch.device("cuda"), 5)
+    batches = planning.gene_batches(shapes, 5, "adaptive", torch.device("cuda"))
     assert batches == [[1, 2], [3, 4], [5], [0]]
+    assert planning.gene_batches(shapes, 5, "adaptive", torch.device("cpu")) == [
+        [0], [1], [2], [3], [4], [5]]
 
 
 def test_a_final_model_trains_on_every_sample_beside_unchanged_folds() -> None:
     data = gene("A", True, seed=21)
-    config = TrainConfig(max_epochs=30, patience=5)
-    (plain,) = cross_validate([data], config=config)
-    (with_final,) = cross_validate([data], config=config, final_model=True)
+    params = {"max_epochs": 30, "patience": 5}
+    (plain,) = cross_validate([data], params=params)
+    (with_final,) = cross_validate([data], params=params, final_model=True)
     assert plain.final is None and with_final.final is not None
-    pd.testing.assert_frame_equal(with_final.fold_metrics, plain.fold_metrics, atol=1e-4)
-    split = cv.final_split(data.patients, 5)
+    pd.testing.assert_frame_equal(scores(with_final), scores(plain), atol=1e-4)
+    assert [m.fold for m in with_final.fold_models] == [0, 1, 2, 3, 4]
+    split = final_split(data.patients, 5)
     assert len(split.test) == 0 and len(split.scaler_rows) == len(data.y)
     assert not set(data.patients[split.train]) & set(data.patients[split.valid])
     np.testing.assert_allclose(with_final.final.scaler_mean, data.X.mean(axis=0), rtol=1e-5)
     checkpoint = with_final.gene_checkpoint([f"cg{i}" for i in range(data.X.shape[1])], "{}", "r")
     assert [m.fold for m in checkpoint.models] == [0, 1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="honest"):
-        cross_validate([data], protocol="published", config=config, final_model=True)
+        cross_validate([data], protocol="published", params=params, final_model=True)
+
+
+def test_folds_are_computed_once_per_set_of_samples_and_patients(monkeypatch) -> None:
+    """Genes of one cohort share their samples: their folds are split once and shared."""
+    calls = []
+    real = engine.outer_splits
+
+    def counted(patients, protocol, n_folds=5, seed=0):
+        calls.append(len(patients))
+        return real(patients, protocol, n_folds, seed)
+
+    monkeypatch.setattr(engine, "outer_splits", counted)
+    samples, patients = cohort(60, 10)
+    fewer = GeneData("FEWER", np.ones((len(samples) - 1, 3), dtype=np.float32),
+                     np.arange(len(samples) - 1.0), patients[1:], samples[1:])
+    same = [GeneData(f"G{i}", np.full((len(samples), 3), i, dtype=np.float32),
+                     np.arange(len(samples), dtype=float), patients, samples) for i in range(3)]
+    results = engine.evaluate([*same, fewer], "mean")
+    assert calls == [len(samples), len(samples) - 1]
+    assert all(r.oof["fold"].tolist() == results[0].oof["fold"].tolist() for r in results[:3])
+    engine.evaluate(same, "mean", seed=1)
+    assert calls[2:] == [len(samples)]  # another seed, other folds
+
+
+def test_the_splits_module_owns_the_fold_seeds() -> None:
+    """Fold k's inner split is seeded by ``split_seed(seed, k)``: 32 bits of ``task_seed``."""
+    assert splits_module.split_seed(3, 2) == splits_module.task_seed(3, 2) % 2**32
+    assert splits_module.split_seed(3, 2) != splits_module.split_seed(3, 3)

@@ -8,10 +8,8 @@ import pytest
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from dmg_ml.data.inputs import GeneData
-from dmg_ml.evaluation import engine
-from dmg_ml.evaluation.cv import cross_validate
-from dmg_ml.models import registry
-from dmg_ml.training.reference import TrainConfig
+from dmg_ml.data.splits import outer_splits
+from dmg_ml.evaluation import engine, registry
 
 
 def _gene(name: str = "G", n_patients: int = 30, length: int = 12, seed: int = 0) -> GeneData:
@@ -28,12 +26,15 @@ def _gene(name: str = "G", n_patients: int = 30, length: int = 12, seed: int = 0
 
 
 class SpyModel(BaseEstimator, RegressorMixin):
-    """Records the y values of every fit; refuses a fit that sees the current outer test fold."""
+    """Records the y values of every fit; refuses a fit that sees the current outer test fold
+    (of ``gene``, the gene the spy tests evaluate)."""
 
+    gene: GeneData = _gene()
     seen: list[set[float]] = []
     forbidden: set[float] = set()
 
     def fit(self, X, y, groups=None):
+        assert SpyModel.forbidden, "a fit outside the fold the engine is on"
         rows = set(np.round(np.asarray(y, dtype=np.float64), 6).tolist())
         overlap = rows & SpyModel.forbidden
         assert not overlap, f"a fit saw {len(overlap)} rows of the fold it is scored on"
@@ -45,17 +46,27 @@ class SpyModel(BaseEstimator, RegressorMixin):
         return np.full(len(X), self.mean_)
 
 
+class _Tracked(list):
+    """A gene's outer folds that mark each fold's test rows forbidden while the engine is on
+    that fold (it fits a gene's fold models fold by fold, iterating its folds)."""
+
+    def __iter__(self):
+        for split in super().__iter__():
+            y = SpyModel.gene.y[split.test].astype(np.float64)
+            SpyModel.forbidden = set(np.round(y, 6).tolist())
+            yield split
+        SpyModel.forbidden = set()
+
+
 @pytest.fixture
 def spy(monkeypatch):
-    """Registers ``spy`` and marks each outer test fold forbidden while the engine scores it."""
+    """Registers ``spy`` and marks each outer test fold forbidden while the engine fits it."""
     monkeypatch.setitem(registry.MODELS, "spy", f"{__name__}:SpyModel")
     real = engine.outer_splits
 
-    def tracked(gene, protocol, n_folds=5, seed=0):
-        for split in real(gene, protocol, n_folds, seed):
-            SpyModel.forbidden = set(np.round(gene.y[split.test].astype(np.float64), 6).tolist())
-            yield split
-        SpyModel.forbidden = set()
+    def tracked(patients, protocol, n_folds=5, seed=0):
+        assert np.array_equal(patients, SpyModel.gene.patients)
+        return _Tracked(real(patients, protocol, n_folds, seed))
 
     monkeypatch.setattr(engine, "outer_splits", tracked)
     SpyModel.seen = []
@@ -69,12 +80,14 @@ def _folds(result) -> list[int]:
 
 def test_every_model_is_scored_on_the_same_outer_folds():
     genes = [_gene("A", seed=1), _gene("B", seed=2)]
-    config = TrainConfig(max_epochs=3, patience=5)
-    cnn = {r.gene: _folds(r) for r in cross_validate(genes, config=config)}
+    fold_of = {}
+    for split in outer_splits(genes[0].patients, "honest"):
+        fold_of.update(dict.fromkeys(genes[0].samples[split.test], split.fold))
+    expected = [fold_of[s] for s in sorted(genes[0].samples)]
     for model, params in [("mean", {}), ("enet", {}), ("rf", {"n_estimators": 5}),
-                          ("cnn", {"config": config})]:
+                          ("cnn", {"max_epochs": 3, "patience": 5})]:
         for result in engine.evaluate(genes, model, params=params):
-            assert _folds(result) == cnn[result.gene], model
+            assert _folds(result) == expected, model
             assert result.model == model and len(result.fold_metrics) == 5
             assert sorted(result.oof["sample"]) == sorted(genes[0].samples)
 
@@ -88,13 +101,13 @@ def test_honest_folds_keep_a_patients_samples_together():
 
 @pytest.mark.parametrize("protocol", ["honest", "published"])
 def test_no_fit_sees_the_fold_it_is_scored_on(spy, protocol):
-    result = engine.evaluate([_gene()], "spy", protocol=protocol)[0]
+    result = engine.evaluate([spy.gene], "spy", protocol=protocol)[0]
     assert [len(rows) for rows in spy.seen] == result.fold_metrics["n_train"].tolist()
     assert set().union(*spy.seen) == set(np.round(result.oof["y_true"], 6))  # every row trains
 
 
 def test_best_never_lets_the_scored_fold_reach_its_choice(spy):
-    gene = _gene()
+    gene = spy.gene
     results = engine.evaluate(
         [gene], "best", params={"candidates": ("spy", "enet"), "inner_splits": 3}
     )
@@ -124,7 +137,7 @@ def test_published_audit_folds_are_the_authors_shuffle_then_kfold():
     assert result.oof["sample"].tolist() == gene.samples.tolist()  # mapped back to dmg's order
     assert result.oof["fold"].tolist() == [expected[s] for s in gene.samples]
     cnn = engine.evaluate([gene], "cnn", protocol="published",
-                          params={"config": TrainConfig(max_epochs=2, patience=2)})[0]
+                          params={"max_epochs": 2, "patience": 2})[0]
     assert cnn.oof["fold"].tolist() == result.oof["fold"].tolist()
 
 
@@ -148,7 +161,7 @@ def test_published_audit_scales_only_where_the_authors_pipeline_did(monkeypatch)
     seen: dict[str, np.ndarray] = {}
     monkeypatch.setattr(engine, "make_model", lambda name, **params: _Recorder(name, seen))
     gene = _gene()
-    last_train = engine.outer_splits(gene, "published")[-1].train
+    last_train = outer_splits(gene.patients, "published")[-1].train
     for name in ("svr", "rf", "cascade_forest", "mlp", "enet"):
         engine.evaluate([gene], name, protocol="published")
         raw = name != "enet"

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from dmg_ml.data.inputs import GeneData
-from dmg_ml.evaluation.engine import evaluate, outer_splits
+from dmg_ml.data.splits import outer_splits
+from dmg_ml.evaluation.engine import evaluate
 from dmg_ml.evaluation.experiments import (
     aligned_columns,
     fit_fold_predictors,
@@ -50,7 +51,8 @@ def test_fold_predictors_are_the_models_the_honest_cross_validation_scores():
     predictors = fit_fold_predictors(gene, "enet", seed=3)
     (scored,) = evaluate([gene], "enet", protocol="honest", seed=3)
     oof = scored.oof.set_index("sample")["y_pred"]
-    for split, predictor in zip(outer_splits(gene, "honest", 5, 3), predictors, strict=True):
+    splits = outer_splits(gene.patients, "honest", 5, 3)
+    for split, predictor in zip(splits, predictors, strict=True):
         expected = oof.loc[gene.samples[split.test]].to_numpy()
         np.testing.assert_allclose(predictor.predict(gene.X[split.test]), expected, rtol=1e-10)
         np.testing.assert_allclose(predictor.fill, gene.X[split.scaler_rows].mean(axis=0),

@@ -7,10 +7,12 @@ import torch
 
 pytest.importorskip("triton")
 
+from dmg_ml.data.splits import task_seed  # noqa: E402
+from dmg_ml.models.cnn import predict  # noqa: E402
 from dmg_ml.training import conv_kernels, fused, planning  # noqa: E402
 from dmg_ml.training.batched import FitTask, fit_batched  # noqa: E402
 from dmg_ml.training.planning import choose_kernels  # noqa: E402
-from dmg_ml.training.reference import TrainConfig, init_model, predict, task_seed  # noqa: E402
+from dmg_ml.training.reference import TrainConfig, init_model  # noqa: E402
 from dmg_ml.training.stacked import ParamLayout, matmul_losses, unfold_input  # noqa: E402
 
 #: Channel widths (4, 2), (3, 1), (2, 1): stored as 8, padded to blocks of 16 in the kernels;

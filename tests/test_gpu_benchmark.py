@@ -56,3 +56,26 @@ def test_steady_stops_at_the_first_run_long_enough(gpu_trainer) -> None:
     per_epoch, _ = gpu_trainer.steady(run, 12, 2, torch.device("cpu"), clock=run.clock)
     assert run.calls == [2, 2, 12]
     assert per_epoch == pytest.approx(0.5)
+
+
+def test_cnn_params_carry_every_training_setting(gpu_trainer) -> None:
+    """The benchmarks train through ``evaluate``: a ``TrainConfig`` becomes ``CNNRegressor``'s
+    arguments, losing nothing on the way."""
+    from dmg_ml.training.estimators import CNNRegressor
+    from dmg_ml.training.reference import TrainConfig
+
+    trainer_speed = sys.modules[gpu_trainer.simulate_cohort.__module__]
+    config = TrainConfig(max_epochs=7, patience=3, lr=0.01, batch_size=16, seed=5,
+                         channels="fixed", precision="bf16", restore_best_weights=False)
+    model = CNNRegressor(**trainer_speed.cnn_params(config, "reference", "cpu"), seed=config.seed)
+    assert model._config() == config
+    assert (model.trainer, model.device) == ("reference", "cpu")
+
+
+def test_cross_validate_cnn_counts_every_fold_epoch(gpu_trainer) -> None:
+    from dmg_ml.training.reference import TrainConfig
+
+    genes = gpu_trainer.simulate_cohort(40, [12], seed=0)
+    (result,) = gpu_trainer.cross_validate_cnn(genes, TrainConfig(max_epochs=2, patience=3))
+    assert (result.model, result.protocol) == ("cnn", "honest")
+    assert gpu_trainer.epochs_run(result) == 5 * 2

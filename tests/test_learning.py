@@ -4,10 +4,8 @@ import pandas as pd
 import pytest
 
 from dmg_ml.data.inputs import gene_inputs
-from dmg_ml.evaluation.cv import cross_validate
 from dmg_ml.evaluation.engine import evaluate
 from dmg_ml.synthetic.writer import SyntheticSpec, write_synthetic_hub
-from dmg_ml.training.reference import TrainConfig
 from dmg_resources.warehouse import Warehouse
 from tests.conftest import materialize_cohort, resources_for
 
@@ -56,8 +54,8 @@ def test_honest_r2_is_high_where_methylation_drives_expression_and_null_where_no
     inputs = _inputs(warehouse, strong + null)
     results = {
         r.gene: r
-        for r in cross_validate(
-            [i.data for i in inputs], config=TrainConfig(max_epochs=200, patience=25)
+        for r in evaluate(
+            [i.data for i in inputs], "cnn", params={"max_epochs": 200, "patience": 25}
         )
     }
     strong_r2 = [results[g].r2 for g in strong]

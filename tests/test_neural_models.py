@@ -9,9 +9,9 @@ from sklearn.base import clone
 from sklearn.metrics import r2_score
 from torch import nn
 
-from dmg_ml.models import neural
 from dmg_ml.models.cnn import HIDDEN_UNITS, AblationMLP
-from dmg_ml.models.neural import CNNRegressor, MLPRegressor
+from dmg_ml.training import estimators
+from dmg_ml.training.estimators import CNNRegressor, MLPRegressor
 from dmg_ml.training.reference import TrainConfig
 
 LENGTH = 30
@@ -73,8 +73,8 @@ def test_early_stopping_rows_are_whole_patients(name, gene, monkeypatch) -> None
         splits.append((train, valid))
         return train, valid
 
-    inner_holdout = neural.inner_holdout
-    monkeypatch.setattr(neural, "inner_holdout", spy)
+    inner_holdout = estimators.inner_holdout
+    monkeypatch.setattr(estimators, "inner_holdout", spy)
     model = MODELS[name](seed=5).fit(X, y, patients)
     (train, valid), = splits
     assert len(valid) > 0 and sorted([*train, *valid]) == list(range(len(y)))

@@ -30,9 +30,9 @@ from sklearn.svm import SVR
 from torch import nn
 
 from dmg_ml.data.inputs import GeneData
+from dmg_ml.data.splits import published_splits
 from dmg_ml.evaluation import engine
-from dmg_ml.evaluation.cv import cross_validate, published_splits
-from dmg_ml.training.reference import TrainConfig, init_model
+from dmg_ml.training.reference import init_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,11 +154,11 @@ def theirs():
 
 def _ours(trainer: str):
     # bf16 asked for on purpose: the published audit trains in fp32 whatever the config says
-    config = TrainConfig(
-        max_epochs=EPOCHS, patience=PATIENCE, seed=SEED, restore_best_weights=False,
-        precision="bf16",
-    )
-    return cross_validate([_gene()], protocol="published", config=config, trainer=trainer)[0]
+    params = {
+        "max_epochs": EPOCHS, "patience": PATIENCE, "restore_best_weights": False,
+        "precision": "bf16", "trainer": trainer,
+    }  # fmt: skip
+    return engine.evaluate([_gene()], "cnn", protocol="published", params=params, seed=SEED)[0]
 
 
 def test_the_re_statement_exercises_early_stopping(theirs) -> None:
@@ -170,7 +170,8 @@ def test_the_re_statement_exercises_early_stopping(theirs) -> None:
 def test_reference_trainer_reproduces_their_script_bit_for_bit(theirs) -> None:
     fold_r2, predictions, epochs = theirs
     result = _ours("reference")
-    assert result.fold_metrics["epochs_run"].tolist() == epochs
+    assert result.model == "cnn" and result.protocol == "published"
+    assert result.training["epochs_run"].tolist() == epochs
     np.testing.assert_allclose(result.fold_metrics["pearson_r2"], fold_r2, rtol=0, atol=1e-12)
     oof = result.oof.set_index("sample")["y_pred"]
     np.testing.assert_array_equal(oof.loc[predictions.index].to_numpy(), predictions.to_numpy())
@@ -183,7 +184,7 @@ def test_reference_trainer_reproduces_their_script_bit_for_bit(theirs) -> None:
 def test_batched_trainer_reproduces_their_script_to_rounding(theirs) -> None:
     fold_r2, predictions, epochs = theirs
     result = _ours("batched")
-    assert result.fold_metrics["epochs_run"].tolist() == epochs
+    assert result.training["epochs_run"].tolist() == epochs
     np.testing.assert_allclose(result.fold_metrics["pearson_r2"], fold_r2, rtol=0, atol=1e-5)
     oof = result.oof.set_index("sample")["y_pred"]
     np.testing.assert_allclose(oof.loc[predictions.index], predictions, rtol=0, atol=1e-5)
@@ -214,7 +215,8 @@ def test_their_initial_weights_under_the_same_seed() -> None:
 
 def test_published_audit_scales_nothing() -> None:
     result = _ours("reference")
-    for checkpoint in result.checkpoints:
+    assert len(result.fold_models) == 5
+    for checkpoint in result.fold_models:
         assert (checkpoint.scaler_mean == 0).all() and (checkpoint.scaler_scale == 1).all()
 
 

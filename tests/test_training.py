@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from dmg_ml.data.splits import task_seed
+from dmg_ml.models.cnn import predict
 from dmg_ml.training import stacked
 from dmg_ml.training.batched import (
     FitTask,
@@ -16,7 +18,7 @@ from dmg_ml.training.batched import (
 )
 from dmg_ml.training.optim import BatchedAdam
 from dmg_ml.training.planning import task_bytes, task_groups
-from dmg_ml.training.reference import TrainConfig, fit_reference, init_model, predict, task_seed
+from dmg_ml.training.reference import TrainConfig, fit_reference, init_model
 from dmg_ml.training.stacked import KERNELS, ParamLayout, stacked_forward, unfold_input
 
 LENGTH = 30

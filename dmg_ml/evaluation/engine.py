@@ -1,31 +1,24 @@
-"""One cross-validation engine for every model of the comparison (docs/design.md §5).
+"""One cross-validation engine for every model of the comparison, the CNN included
+(docs/design.md §5).
 
-Every model is scored on the same outer folds: ``outer_splits`` is the one place folds come from
-(honest: patient-grouped ``GroupKFold``, the same per cohort and seed as the CNN's
-``cross_validate``; published: the authors' row shuffle then ungrouped ``KFold(42)``, see
-``published_splits``). For each fold the features are standardised with a scaler fitted on the
-outer training rows only, a fresh model is built by name from the registry, fitted on the outer
-training rows (with their patients, for anything it chooses on an inner split) and scored on the
-outer test rows it never saw. R² and r² are stored per fold and pooled over the out-of-fold
-predictions.
-
-The published audit runs each model as the authors' scripts ran it: their SVM, random-forest,
-Deep Forest and CNN scripts scale nothing, so features stay raw there except for the models in
-``PUBLISHED_SCALED`` (``enet``: geneEXPLORE's ``glmnet`` standardises the features itself; ``best``
-is dmg's own and its candidates expect standardised features); the random forest gets their
-``random_state=42`` (``PUBLISHED_PARAMS``) unless the caller sets one; rows reach every fit in
-their shuffled order. Its headline per model is the authors' figure (``PUBLISHED_HEADLINE``).
-
-The CNN goes through the same folds with its batched trainer (``dmg_ml.evaluation.cv``), which
-trains a gene's five folds as one stacked model and carries weights across folds in the
-published audit; its rows come back in the same shape as every other model's.
+Every model is scored on the same outer folds: ``dmg_ml.data.splits.outer_splits`` is the one
+place folds come from (honest: patient-grouped ``GroupKFold``; published: the authors' row
+shuffle then ungrouped ``KFold(42)``). A model is built by name from the registry. Most are fitted
+fold by fold: the features standardised with a scaler fitted on the outer training rows only
+(the published audit scales only where the authors' pipeline did:
+``dmg_ml.evaluation.protocols``), fitted on those rows (with their patients, for anything it
+chooses on an inner split). A model with ``fit_folds`` (the CNN) is handed every fold of every
+gene at once and trains them as one stacked batch. Either way the engine then scores each fold
+model on the outer test rows it never saw, the same way: R² and r² per fold and pooled over the
+out-of-fold predictions, into one result type, ``ModelCVResult``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,54 +26,42 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from dmg_ml.data.inputs import GeneData
-from dmg_ml.evaluation.cv import (
-    PROTOCOLS,
-    CVScores,
+from dmg_ml.data.splits import (
+    HONEST,
+    N_FOLDS,
+    PUBLISHED,
     FoldSplit,
-    GeneCVResult,
-    cross_validate,
-    honest_splits,
-    published_splits,
-    scale_features,
+    final_split,
+    outer_splits,
 )
 from dmg_ml.evaluation.metrics import pearson_r2, r2
-from dmg_ml.models.registry import make_model
-from dmg_ml.training.reference import TrainConfig
+from dmg_ml.evaluation.protocols import PUBLISHED_PARAMS, PUBLISHED_SCALED, headline_metric
+from dmg_ml.evaluation.registry import make_model
+from dmg_ml.models.base import FittedFold
+from dmg_ml.models.checkpoint import (
+    FoldCheckpoint,
+    GeneCheckpoint,
+    half_precision,
+    load_fold_model,
+    scale_features,
+)
 
 FOLD_COLUMNS = ["fold", "n_train", "n_test", "r2", "pearson_r2", "seconds"]
-#: Models whose features the published audit still standardises (on the outer training rows).
-PUBLISHED_SCALED = frozenset({"enet", "best"})
-#: Constructor arguments of the authors' scripts, under the caller's ``params``.
-PUBLISHED_PARAMS: dict[str, dict[str, Any]] = {"rf": {"random_state": 42}}
-#: The figure the authors reported per model (the paper's table): their CNN script averages the
-#: per-fold squared Pearson correlation, their SVM, random-forest and Deep Forest scripts the
-#: per-fold ``r2_score``; geneEXPLORE squares the correlation of all pre-validated predictions
-#: with y (pooled). ``mlp`` is scored as the CNN; other models as their scikit-learn baselines.
-PUBLISHED_HEADLINE = {
-    "cnn": "mean_fold_pearson_r2",
-    "mlp": "mean_fold_pearson_r2",
-    "svr": "mean_fold_r2",
-    "rf": "mean_fold_r2",
-    "cascade_forest": "mean_fold_r2",
-    "enet": "pearson_r2",
-}
-
-
-def headline_metric(model: str, protocol: str) -> str:
-    """The figure a model's results are headlined by: pooled out-of-fold R² when honest, the
-    authors' own figure (``PUBLISHED_HEADLINE``) in the published audit."""
-    if protocol == "honest":
-        return "r2"
-    return PUBLISHED_HEADLINE.get(model, "mean_fold_r2")
+#: Per-fold facts a model's training reports (the CNN's), in ``ModelCVResult.training``.
+TRAINING_COLUMNS = ["fold", "n_valid", "epochs_run", "best_epoch"]
 
 
 @dataclass
-class ModelCVResult(CVScores):
+class ModelCVResult:
     """Cross-validated performance of one model on one gene.
 
     ``r2`` and ``pearson_r2`` pool the out-of-fold predictions; ``mean_fold_r2`` and
-    ``mean_fold_pearson_r2`` average the per-fold figures. ``headline`` is the one to report for
-    the protocol (``headline_metric``): in the published audit, the authors' own figure.
+    ``mean_fold_pearson_r2`` average the per-fold figures of ``fold_metrics``. ``headline`` is
+    the figure to report for the protocol (``dmg_ml.evaluation.protocols.headline_metric``).
+    ``seconds`` is the wall time of the gene's fits (genes trained in one batch share it
+    equally). ``training`` holds what the model's training did per fold where it reports it
+    (``TRAINING_COLUMNS``; the CNN); ``fold_models`` and ``final`` the saved form of its fold
+    models and of its final model (trained on every sample) where the model can be stored.
     """
 
     gene: str
@@ -92,107 +73,161 @@ class ModelCVResult(CVScores):
     pearson_r2: float
     n_cpgs: int
     seconds: float
+    training: pd.DataFrame | None = None
+    fold_models: list[FoldCheckpoint] = field(default_factory=list, repr=False)
+    final: FoldCheckpoint | None = field(default=None, repr=False)
+
+    @property
+    def mean_fold_r2(self) -> float:
+        return float(self.fold_metrics["r2"].mean())
+
+    @property
+    def mean_fold_pearson_r2(self) -> float:
+        return float(self.fold_metrics["pearson_r2"].mean())
 
     @property
     def headline_metric(self) -> str:
         return headline_metric(self.model, self.protocol)
 
+    @property
+    def headline(self) -> float:
+        return float(getattr(self, self.headline_metric))
 
-def outer_splits(gene: GeneData, protocol: str, n_folds: int = 5, seed: int = 0) -> list[FoldSplit]:
-    """The outer folds every model of a gene is scored on."""
-    if protocol == "honest":
-        return honest_splits(gene.patients, n_folds, seed)
-    if protocol == "published":
-        return published_splits(len(gene.y), n_folds)
-    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    def gene_checkpoint(self, probe_ids: Sequence[str], config: str, run_id: str) -> GeneCheckpoint:
+        """The saved form of this gene's models; ``probe_ids`` are the columns of ``X``."""
+        return GeneCheckpoint(self.gene, self.protocol, [str(p) for p in probe_ids],
+                              self.fold_models, config, run_id, self.final, self.model)
+
+
+class _Scaled:
+    """A model fitted behind a scaler: ``predict`` takes raw rows."""
+
+    def __init__(self, model, mean: np.ndarray | None, scale: np.ndarray | None) -> None:
+        self.model, self.mean, self.scale = model, mean, scale
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.mean is not None:
+            X = scale_features(X, self.mean, self.scale)
+        return np.asarray(self.model.predict(X), dtype=np.float64)
 
 
 def evaluate(
     genes: Sequence[GeneData],
     model: str,
-    protocol: str = "honest",
+    protocol: str = HONEST,
     params: Mapping[str, Any] | None = None,
-    n_folds: int = 5,
+    n_folds: int = N_FOLDS,
     seed: int = 0,
     on_gene_done: Callable[[ModelCVResult], None] | None = None,
+    final_model: bool = False,
 ) -> list[ModelCVResult]:
-    """Cross-validate ``model`` (a registry name) on every gene, on the shared outer folds.
+    """Cross-validate ``model`` (a registry name) on every gene, on the shared outer folds;
+    ``on_gene_done`` is called as each gene finishes.
 
-    ``params`` are the model's constructor arguments. For ``cnn`` they are ``cross_validate``'s
-    (``config``, ``trainer``, ``device``).
+    ``params`` are the model's constructor arguments. ``final_model`` also fits each gene's
+    final model on every sample (``final_split``; honest protocol, models with ``fit_folds``),
+    in the same batch as its folds: the model to predict new samples with; the folds' scores
+    are its estimate.
     """
     params = dict(params or {})
-    if model == "cnn":
-        return _evaluate_cnn(genes, protocol, params, n_folds, seed, on_gene_done)
-    results = []
-    for gene in genes:
-        result = _evaluate_gene(gene, model, protocol, params, n_folds, seed)
-        results.append(result)
-        if on_gene_done is not None:
-            on_gene_done(result)
+    if protocol == PUBLISHED:
+        params = {**PUBLISHED_PARAMS.get(model, {}), **params}
+    estimator = make_model(model, **params)
+    batched = hasattr(estimator, "fit_folds")
+    if final_model and (protocol != HONEST or not batched):
+        raise ValueError("final models are trained under the honest protocol, by models that "
+                         f"fit their folds together (the CNN); not {model!r} under {protocol}")
+    cache: dict[bytes, list[FoldSplit]] = {}
+    splits = [_splits(gene, protocol, n_folds, seed, cache) for gene in genes]
+    if final_model:
+        splits = [[*s, final_split(g.patients, n_folds, seed)] for g, s in zip(genes, splits,
+                                                                                strict=True)]
+    fitted = (estimator.fit_folds(genes, splits, protocol, seed) if batched
+              else _fit_each(genes, splits, model, protocol, params))
+    results: list[ModelCVResult | None] = [None] * len(genes)
+    for batch, folds in fitted:
+        for i, gene_folds in zip(batch, folds, strict=True):
+            results[i] = _score(genes[i], model, protocol, splits[i][:n_folds], gene_folds,
+                                final_model)
+            if on_gene_done is not None:
+                on_gene_done(results[i])
     return results
 
 
-def _evaluate_gene(gene: GeneData, model: str, protocol: str, params: dict[str, Any],
-                   n_folds: int, seed: int) -> ModelCVResult:
-    started = time.perf_counter()
-    published = protocol == "published"
-    if published:
-        params = {**PUBLISHED_PARAMS.get(model, {}), **params}
-    scaled = not published or model in PUBLISHED_SCALED
-    metrics, oof = [], []
-    for split in outer_splits(gene, protocol, n_folds, seed):
-        fold_started = time.perf_counter()
-        fit_rows, test = split.scaler_rows, split.test
-        X_fit, X_test = gene.X[fit_rows], gene.X[test]
-        if scaled:
-            scaler = StandardScaler().fit(X_fit.astype(np.float64))
-            X_fit = scale_features(X_fit, scaler.mean_, scaler.scale_)
-            X_test = scale_features(X_test, scaler.mean_, scaler.scale_)
-        groups = None if published else gene.patients[fit_rows]
-        fitted = make_model(model, **params).fit(X_fit, gene.y[fit_rows], groups=groups)
-        pred = np.asarray(fitted.predict(X_test), dtype=np.float64)
+def _splits(gene: GeneData, protocol: str, n_folds: int, seed: int,
+            cache: dict[bytes, list[FoldSplit]]) -> list[FoldSplit]:
+    """The gene's outer folds, computed once per set of samples and patients."""
+    parts = [protocol, str(n_folds), str(seed), *gene.samples, *gene.patients]
+    key = hashlib.sha256("\x00".join(parts).encode()).digest()
+    if key not in cache:
+        cache[key] = outer_splits(gene.patients, protocol, n_folds, seed)
+    return cache[key]
+
+
+def _fit_each(genes: Sequence[GeneData], splits: Sequence[list[FoldSplit]], model: str,
+              protocol: str, params: dict[str, Any]) -> Iterator[tuple[list[int],
+                                                                       list[list[FittedFold]]]]:
+    """Each gene's fold models, fitted one by one on the outer training rows."""
+    scaled = protocol != PUBLISHED or model in PUBLISHED_SCALED
+    for i, gene in enumerate(genes):
+        folds = []
+        for split in splits[i]:
+            started = time.perf_counter()
+            rows = split.scaler_rows
+            X, mean, scale = gene.X[rows], None, None
+            if scaled:
+                scaler = StandardScaler().fit(X.astype(np.float64))
+                mean, scale = scaler.mean_, scaler.scale_
+                X = scale_features(X, mean, scale)
+            groups = None if protocol == PUBLISHED else gene.patients[rows]
+            fitted = make_model(model, **params).fit(X, gene.y[rows], groups=groups)
+            folds.append(FittedFold(split.fold, _Scaled(fitted, mean, scale),
+                                    time.perf_counter() - started))
+        yield [i], [folds]
+
+
+def _score(gene: GeneData, model: str, protocol: str, splits: list[FoldSplit],
+           folds: list[FittedFold], final_model: bool) -> ModelCVResult:
+    """Score each fold model on its outer test rows; the pooled and per-fold figures."""
+    metrics, oof, training = [], [], []
+    for split, fitted in zip(splits, folds, strict=False):
+        test = split.test
+        pred = fitted.predictor.predict(gene.X[test])
         metrics.append({
-            "fold": split.fold, "n_train": len(fit_rows), "n_test": len(test),
+            "fold": split.fold, "n_train": len(split.scaler_rows), "n_test": len(test),
             "r2": r2(gene.y[test], pred), "pearson_r2": pearson_r2(gene.y[test], pred),
-            "seconds": time.perf_counter() - fold_started,
+            "seconds": fitted.seconds,
         })
         oof.append(pd.DataFrame({
             "row": test, "sample": gene.samples[test], "fold": split.fold,
             "y_true": gene.y[test].astype(np.float64), "y_pred": pred,
         }))
-    return _result(gene, model, protocol, pd.DataFrame(metrics, columns=FOLD_COLUMNS),
-                   pd.concat(oof), time.perf_counter() - started)
-
-
-def _result(gene: GeneData, model: str, protocol: str, folds: pd.DataFrame, oof: pd.DataFrame,
-            seconds: float) -> ModelCVResult:
-    oof = oof.sort_values("row").drop(columns="row").reset_index(drop=True)
+        if fitted.facts:
+            training.append({"fold": split.fold, **fitted.facts})
+    frame = pd.concat(oof).sort_values("row").drop(columns="row").reset_index(drop=True)
+    kept = [f.checkpoint for f in folds[:len(splits)] if f.checkpoint is not None]
     return ModelCVResult(
-        gene=gene.gene, model=model, protocol=protocol, fold_metrics=folds, oof=oof,
-        r2=r2(oof["y_true"], oof["y_pred"]), pearson_r2=pearson_r2(oof["y_true"], oof["y_pred"]),
-        n_cpgs=gene.X.shape[1], seconds=seconds,
+        gene=gene.gene, model=model, protocol=protocol,
+        fold_metrics=pd.DataFrame(metrics, columns=FOLD_COLUMNS), oof=frame,
+        r2=r2(frame["y_true"], frame["y_pred"]),
+        pearson_r2=pearson_r2(frame["y_true"], frame["y_pred"]),
+        n_cpgs=gene.X.shape[1], seconds=float(sum(f.seconds for f in folds)),
+        training=pd.DataFrame(training, columns=TRAINING_COLUMNS) if training else None,
+        fold_models=kept,
+        final=folds[len(splits)].checkpoint if final_model else None,
     )
 
 
-def _evaluate_cnn(genes: Sequence[GeneData], protocol: str, params: dict[str, Any],
-                  n_folds: int, seed: int, on_gene_done: Callable[[ModelCVResult], None] | None,
-                  ) -> list[ModelCVResult]:
-    by_name = {gene.gene: gene for gene in genes}
-
-    def convert(result: GeneCVResult) -> ModelCVResult:
-        folds = result.fold_metrics.assign(
-            n_train=result.fold_metrics["n_train"] + result.fold_metrics["n_valid"],
-            seconds=result.seconds / max(1, len(result.fold_metrics)),
-        )[FOLD_COLUMNS]
-        oof = result.oof.assign(row=np.arange(len(result.oof)))
-        converted = _result(by_name[result.gene], "cnn", protocol, folds, oof, result.seconds)
-        if on_gene_done is not None:
-            on_gene_done(converted)
-        return converted
-
-    converted: list[ModelCVResult] = []
-    params["config"] = replace(params.get("config") or TrainConfig(), seed=seed)
-    cross_validate(genes, protocol=protocol, n_folds=n_folds,
-                   on_gene_done=lambda r: converted.append(convert(r)), **params)
-    return converted
+def half_precision_delta_r2(result: ModelCVResult, gene: GeneData) -> float:
+    """How much half-precision weights move the gene's out-of-fold R²: |R²(fp16) − R²(fp32)|,
+    each fold's model predicting the rows it was scored on."""
+    rows = pd.Index(gene.samples).get_indexer(result.oof["sample"].astype(str))
+    folds = result.oof["fold"].to_numpy()
+    full, half = np.empty(len(rows)), np.empty(len(rows))
+    for checkpoint in result.fold_models:
+        mask = folds == checkpoint.fold
+        X = gene.X[rows[mask]]
+        full[mask] = load_fold_model(checkpoint).predict(X)
+        half[mask] = load_fold_model(half_precision(checkpoint)).predict(X)
+    y = result.oof["y_true"].to_numpy()
+    return abs(r2(y, half) - r2(y, full))

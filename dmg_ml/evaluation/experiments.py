@@ -13,10 +13,16 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from dmg_ml.data.inputs import GeneData
-from dmg_ml.evaluation.cv import FoldCheckpoint, GeneCheckpoint, load_fold_model, scale_features
-from dmg_ml.evaluation.engine import ModelCVResult, outer_splits
+from dmg_ml.data.splits import HONEST, outer_splits
+from dmg_ml.evaluation.engine import ModelCVResult
 from dmg_ml.evaluation.metrics import pearson_r2, r2
-from dmg_ml.models.registry import make_model
+from dmg_ml.evaluation.registry import make_model
+from dmg_ml.models.checkpoint import (
+    FoldCheckpoint,
+    GeneCheckpoint,
+    load_fold_model,
+    scale_features,
+)
 
 #: Edges of the CpG-count bins (CpGs in a gene's window); the last bin is open.
 CPG_BIN_EDGES: tuple[int, ...] = (1, 25, 50, 100, 200, 400, 800)
@@ -83,7 +89,7 @@ def fit_fold_predictors(
     """``model`` fitted on the training rows of each honest outer fold of ``gene``, with the
     engine's scaling: the folds, scalers and models the honest cross-validation scores."""
     predictors = []
-    for split in outer_splits(gene, "honest", n_folds, seed):
+    for split in outer_splits(gene.patients, HONEST, n_folds, seed):
         rows = split.scaler_rows
         scaler = StandardScaler().fit(gene.X[rows].astype(np.float64))
         fitted = make_model(model, **dict(params or {})).fit(

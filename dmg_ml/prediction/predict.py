@@ -38,17 +38,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dmg_ml.evaluation.cv import GeneCheckpoint
 from dmg_ml.evaluation.experiments import (
     aligned_columns,
     checkpoint_predictors,
     fold_predictions,
 )
+from dmg_ml.models.checkpoint import GeneCheckpoint
 from dmg_ml.prediction.inputs import MethylationInput
 
 #: A gene (or a sample of a gene) with fewer of the model's probes than this share is skipped.
 DEFAULT_MIN_COVERAGE = 0.8
-#: Genes whose honest R² (``cnn_gene_metrics.r2``, also on each ``cnn_checkpoints`` row) is below
+#: Genes whose honest R² (``gene_metrics.r2``, also on each ``model_registry`` row) is below
 #: this are not predicted by default: their models explain little of the expression. The filter
 #: is applied where the registry is read (the prediction asset and CLI), not here.
 DEFAULT_MIN_R2 = 0.1

@@ -7,7 +7,7 @@ backward (``dmg_ml.training.conv_kernels``), and the backward is written out by 
 recorded by autograd: the trunk's six layers keep only their outputs, from which LeakyReLU's
 derivative is read, and each layer's error is computed once, already multiplied by the derivative
 and the packing mask of the layer below. The dense layers are the other paths' batched matmuls
-(``stacked.dense``). Weight gradients are summed in fp32 and written straight into the fp32
+(``layout.dense``). Weight gradients are summed in fp32 and written straight into the fp32
 gradient buffer.
 
 Same arithmetic as the module, up to rounding; the tests check it on CPU under Triton's
@@ -20,7 +20,7 @@ import torch
 
 from dmg_ml.models.cnn import HIDDEN_UNITS, NEGATIVE_SLOPE
 from dmg_ml.training import conv_kernels as kernels
-from dmg_ml.training.stacked import FC1, TRUNK, ParamLayout, dense, task_losses
+from dmg_ml.training.layout import FC1, TRUNK, ParamLayout, dense, task_losses
 
 #: Activation → the layer that adds it back (its error joins that activation's error).
 ADDED_BY = {residual: i for i, (_, residual) in enumerate(TRUNK, 1) if residual is not None}

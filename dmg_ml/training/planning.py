@@ -112,3 +112,25 @@ def choose_kernels(
     if packed or device.type != "cpu":
         return "matmul"
     return "looped" if n * length * c1 >= LOOP_MIN_ACTIVATIONS else "grouped"
+
+
+def gene_batches(
+    shapes: Sequence[tuple[int, int]], models_per_gene: int, channels: str, device: torch.device
+) -> list[list[int]]:
+    """Genes trained together, given each gene's (samples, window length): one at a time on CPU;
+    on CUDA, genes in order of window length, as many as fit ``gpu_memory_budget``
+    (``fit_batched`` then splits their tasks into ``task_groups``, nearby lengths packed into one
+    model)."""
+    if device.type != "cuda":
+        return [[i] for i in range(len(shapes))]
+    budget = gpu_memory_budget(device)
+    batches: list[list[int]] = []
+    used = 0
+    for i in sorted(range(len(shapes)), key=lambda i: (shapes[i][1], i)):
+        size = models_per_gene * task_bytes(*shapes[i], channels)
+        if not batches or used + size > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(i)
+        used += size
+    return batches

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dmg_ml import defaults
 from dmg_ml.models.cnn import AdaptiveRegressionCNN, ChannelRule
 
 Precision = Literal["fp32", "bf16"]
@@ -46,17 +47,17 @@ class TrainConfig:
     ``batch_size=None`` trains full-batch as the authors did; an int trains on shuffled
     mini-batches. ``precision="bf16"`` runs the network's matmuls and convolutions in bfloat16
     autocast (weights, optimiser state and losses stay fp32); the ``published`` audit ignores it
-    and trains in fp32 as the authors did (``dmg_ml.evaluation.cv.protocol_config``, the one
+    and trains in fp32 as the authors did (``dmg_ml.training.folds.protocol_config``, the one
     place that rule lives). ``restore_best_weights=False`` keeps the weights of the last epoch run
     instead of the best epoch's: what the authors' script does in effect (its "best" state is a
     reference to the live weights), for an exact audit.
     """
 
-    max_epochs: int = 700
-    patience: int = 90
-    lr: float = 1e-3
+    max_epochs: int = defaults.MAX_EPOCHS
+    patience: int = defaults.PATIENCE
+    lr: float = defaults.LEARNING_RATE
     batch_size: int | None = None
-    seed: int = 0
+    seed: int = defaults.SEED
     channels: ChannelRule = "adaptive"
     precision: Precision = "fp32"
     restore_best_weights: bool = True
@@ -81,13 +82,6 @@ class TrainResult:
     best_valid_loss: float
 
 
-def task_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed derived from ``seed`` and integer keys (e.g. the fold), free of collisions
-    such as ``seed + fold`` would have."""
-    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
 def init_model(
     input_size: int, channels: str, seed: int, published_init: bool = False
 ) -> AdaptiveRegressionCNN:
@@ -100,17 +94,6 @@ def init_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AdaptiveRegressionCNN(input_size, channels, published_init=published_init)
-
-
-def model_from_state(
-    state: dict[str, torch.Tensor], input_size: int, channels: str
-) -> AdaptiveRegressionCNN:
-    """A model holding a copy of ``state``, built without initialising weights only to overwrite
-    them (a per-task cost on the host that a GPU would wait for)."""
-    with torch.device("meta"):
-        model = AdaptiveRegressionCNN(input_size, channels)
-    model.to_empty(device="cpu").load_state_dict(state)
-    return model
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -196,14 +179,3 @@ def _valid_loss(
     with torch.no_grad(), autocast_context(device, precision):
         pred = model(xv)
     return float(torch.mean((pred.float() - yv) ** 2))
-
-
-def predict(
-    model: nn.Module, X: np.ndarray, device: str | torch.device = "cpu", precision: str = "fp32"
-) -> np.ndarray:
-    """Predictions of ``model`` for the rows of ``X`` as a float64 array."""
-    device = torch.device(device)
-    model = model.to(device).eval()
-    with torch.no_grad(), autocast_context(device, precision):
-        pred = model(_as_tensor(X, device))
-    return pred.float().cpu().numpy().astype(np.float64)

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from dmg_ml.evaluation.metrics import r2
+from dmg_ml.evaluation.registry import make_model
 from dmg_ml.models.base import inner_folds
 
 
@@ -32,8 +33,6 @@ class BestModel(BaseEstimator, RegressorMixin):
         self.random_state = random_state
 
     def _make(self, name: str):
-        from dmg_ml.models.registry import make_model  # the registry lists this class too
-
         return make_model(name, **dict((self.candidate_params or {}).get(name, {})))
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> BestModel:

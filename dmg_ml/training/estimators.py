@@ -12,20 +12,26 @@ paper's, taken from ``TrainConfig``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from dmg_ml.models.base import inner_holdout
-from dmg_ml.models.cnn import AblationMLP
-from dmg_ml.training.batched import FitTask, fit_batched
+from dmg_ml.data.inputs import GeneData
+from dmg_ml.data.splits import FoldSplit
+from dmg_ml.models.base import FittedFold, inner_holdout
+from dmg_ml.models.cnn import AblationMLP, predict
+from dmg_ml.training.batched import fit_batched
+from dmg_ml.training.folds import train_gene_folds
+from dmg_ml.training.planning import FitTask
 from dmg_ml.training.reference import (
     TRAINERS,
     TrainConfig,
     TrainResult,
     fit_reference,
-    predict,
 )
 
 _DEFAULTS = TrainConfig()
@@ -125,6 +131,17 @@ class CNNRegressor(_NeuralRegressor):
         return fit_reference(
             X_train, y_train, X_valid, y_valid, config, seed=self.seed, device=self.device
         )
+
+    def fit_folds(
+        self, genes: Sequence[GeneData], splits: Sequence[Sequence[FoldSplit]], protocol: str,
+        seed: int,
+    ) -> Iterator[tuple[list[int], list[list[FittedFold]]]]:
+        """Every fold of every gene at once, the way the evaluation engine trains this model:
+        the batched trainer stacks a batch's (gene, fold) tasks into one model
+        (``dmg_ml.training.folds.train_gene_folds``); ``seed`` seeds the weights as it seeded
+        the folds. Yields the genes of each batch and their fitted folds."""
+        config = replace(self._config(), seed=seed)
+        return train_gene_folds(genes, splits, protocol, config, self.trainer, self.device)
 
 
 class MLPRegressor(_NeuralRegressor):

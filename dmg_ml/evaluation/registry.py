@@ -1,7 +1,12 @@
 """Every model of the comparison by name: adding a model is one class and one entry here.
 
 Entries name the class by module and attribute and are imported on first use, so choosing
-``enet`` does not load PyTorch and a model module may itself build others by name (``best``).
+``enet`` does not load PyTorch. The registry sits in the evaluation layer because it names
+models of every layer below (the baselines of ``dmg_ml.models``, the networks of
+``dmg_ml.training``, ``best`` here), and ``best`` builds its candidates through it.
+
+A model whose class has ``fit_folds`` (the CNN) is trained by the engine on every fold of many
+genes at once; every other model is fitted fold by fold (``fit(X, y, groups)``).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ MODELS: dict[str, str] = {
     "svr": "dmg_ml.models.baselines:SVRModel",
     "rf": "dmg_ml.models.baselines:RandomForestModel",
     "cascade_forest": "dmg_ml.models.cascade:CascadeForest",
-    "mlp": "dmg_ml.models.neural:MLPRegressor",
-    "cnn": "dmg_ml.models.neural:CNNRegressor",
-    "best": "dmg_ml.models.best:BestModel",
+    "mlp": "dmg_ml.training.estimators:MLPRegressor",
+    "cnn": "dmg_ml.training.estimators:CNNRegressor",
+    "best": "dmg_ml.evaluation.best:BestModel",
 }
 #: Parameters a name gets unless the caller sets them: the paper's settings, made reproducible.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
