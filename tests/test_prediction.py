@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from dmg_ml.data.inputs import GeneData
-from dmg_ml.evaluation.cv import cross_validate, load_fold_model
+from dmg_ml.evaluation.engine import evaluate
+from dmg_ml.models.checkpoint import load_fold_model
 from dmg_ml.prediction import (
     DEFAULT_MIN_COVERAGE,
     PREDICTION_COLUMNS,
@@ -27,7 +28,6 @@ from dmg_ml.prediction import (
     predict_genes,
     read_methylation,
 )
-from dmg_ml.training.reference import TrainConfig
 
 N_SAMPLES, N_TRAIN, N_CPGS = 220, 200, 30
 DRIVERS = (3, 17)
@@ -47,8 +47,8 @@ def gene(one_thread):
     y = -1.0 * X[:, DRIVERS[0]] + 0.6 * X[:, DRIVERS[1]] + 0.2 * rng.normal(size=N_SAMPLES)
     train = GeneData("G", X[:N_TRAIN], y[:N_TRAIN], np.array([s[:12] for s in SAMPLES[:N_TRAIN]]),
                      np.array(SAMPLES[:N_TRAIN]))
-    (result,) = cross_validate(
-        [train], config=TrainConfig(max_epochs=300, patience=30), final_model=True
+    (result,) = evaluate(
+        [train], "cnn", params={"max_epochs": 300, "patience": 30}, final_model=True
     )
     with_final = result.gene_checkpoint(PROBES, "{}", "run-1")
     held = pd.DataFrame(X[N_TRAIN:].T, index=PROBES, columns=HELD)  # probes × samples

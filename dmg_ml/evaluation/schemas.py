@@ -1,9 +1,7 @@
-"""pandera schemas of the result tables the training, evaluation, experiment and prediction assets
-write; each frame is validated before a single row is written."""
+"""pandera schemas of the result tables the evaluation and experiment assets write (a prediction
+batch's: ``dmg_ml.prediction.schemas``); each frame is validated before a single row is written."""
 
 from __future__ import annotations
-
-from typing import get_args
 
 import pandas as pd
 import pandera.pandas as pa
@@ -11,8 +9,8 @@ import pandera.pandas as pa
 from dmg_ml.data.barcodes import TISSUES
 from dmg_ml.data.schemas import FINITE, TEXT
 from dmg_ml.data.schemas import validate as _validate
-from dmg_ml.evaluation.cv import PROTOCOLS
-from dmg_ml.prediction.inputs import Scale
+from dmg_ml.data.splits import PROTOCOLS
+from dmg_ml.training.reference import PRECISIONS
 
 #: R² is at most 1 and may be very negative; NaN only where it is undefined (a fold of one sample).
 R2 = pa.Column(float, pa.Check.le(1.0 + 1e-9), nullable=True)
@@ -26,21 +24,14 @@ PROTOCOL = pa.Column(checks=pa.Check.isin(list(PROTOCOLS)), **TEXT)
 PREDICTION = pa.Column(float, FINITE)
 #: A share of a gene's probes: [0, 1].
 COVERAGE = pa.Column(float, pa.Check.in_range(0.0, 1.0))
-#: What a lab's methylation file held (``dmg_ml.prediction.inputs.Scale``).
-SCALE = pa.Column(checks=pa.Check.isin(list(get_args(Scale))), **TEXT)
-_ROUNDING = 1e-6
+#: Slack of checks between computed floats (relative to the value).
+ROUNDING = 1e-6
 
 
-def _result(columns: dict, unique: list[str],
-            checks: list[pa.Check] | None = None) -> pa.DataFrameSchema:
+def result(columns: dict, unique: list[str],
+           checks: list[pa.Check] | None = None) -> pa.DataFrameSchema:
+    """A result table's schema: exactly ``columns``, one row per ``unique`` key."""
     return pa.DataFrameSchema(columns, unique=unique, strict=True, checks=checks)
-
-
-def _within_interval(frame: pd.DataFrame) -> pd.Series:
-    """lower ≤ prediction ≤ upper (the interval is the fold models' range around their mean)."""
-    slack = _ROUNDING * (1.0 + frame["prediction"].abs())
-    return ((frame["lower"] <= frame["prediction"] + slack)
-            & (frame["prediction"] <= frame["upper"] + slack))
 
 
 _GENE_SCORES = {
@@ -72,65 +63,46 @@ _CHECKPOINT = {
     "pearson_r2": PEARSON_R2, "weights_dtype": pa.Column(
         checks=pa.Check.isin(["fp16", "fp32"]), **TEXT),
     "half_precision_delta_r2": pa.Column(float, pa.Check.ge(0.0), nullable=True, coerce=True),
-    "bytes": COUNT, "run_id": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
+    "bytes": COUNT, "run_id": pa.Column(**TEXT), "tissue": TISSUE, "model": MODEL,
 }
 
 RESULT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
-    "cnn_gene_metrics": _result({
-        **_GENE_SCORES, "mean_epochs": pa.Column(float, pa.Check.ge(1.0)),
-        "seconds": pa.Column(float), "trainer": pa.Column(**TEXT), "run_id": pa.Column(**TEXT),
-        "trained_at": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
-    }, ["tissue", "weights", "gene"]),
-    "cnn_fold_metrics": _result({
-        **_FOLD_SCORES, "n_valid": COUNT, "epochs_run": COUNT,
-        "best_epoch": pa.Column("int64", pa.Check.ge(0), coerce=True),
-        "run_id": pa.Column(**TEXT), "tissue": TISSUE, "weights": WEIGHTS,
-    }, ["tissue", "weights", "gene", "fold"]),
-    "cnn_predictions": _result({**_PREDICTIONS, "tissue": TISSUE, "weights": WEIGHTS},
-                               ["tissue", "weights", "gene", "sample"]),
-    "cnn_checkpoints": _result(_CHECKPOINT, ["tissue", "weights", "gene"]),
-    # Registry rows of models a retrain replaced with a lower out-of-fold R²: their files are
-    # kept, so the better model stays reachable (CheckpointStore.load(path, sha256)).
-    "cnn_superseded": _result({
-        **_CHECKPOINT, "superseded_by_run_id": pa.Column(**TEXT), "superseded_by_r2": R2,
-        "superseded_at": pa.Column(**TEXT),
-    }, ["tissue", "weights", "gene", "path"]),
-    "model_gene_metrics": _result({
+    # Every model's cross-validation, the CNN's included: one family of tables, a model column.
+    "gene_metrics": result({
         **_GENE_SCORES, "model": MODEL, "seconds": pa.Column(float), "run_id": pa.Column(**TEXT),
         "trained_at": pa.Column(**TEXT), "tissue": TISSUE,
     }, ["model", "tissue", "gene"]),
-    "model_fold_metrics": _result({
+    "fold_metrics": result({
         **_FOLD_SCORES, "model": MODEL, "seconds": pa.Column(float), "run_id": pa.Column(**TEXT),
         "tissue": TISSUE,
     }, ["model", "tissue", "gene", "fold"]),
-    "model_predictions": _result({**_PREDICTIONS, "model": MODEL, "tissue": TISSUE},
-                                 ["model", "tissue", "gene", "sample"]),
-    "tissue_experiment": _result(_EXPERIMENT, _EXPERIMENT_KEY),
-    "window_experiment": _result(_EXPERIMENT, _EXPERIMENT_KEY),
-    "generalisation": _result({
+    "predictions": result({**_PREDICTIONS, "model": MODEL, "tissue": TISSUE},
+                           ["model", "tissue", "gene", "sample"]),
+    # What the CNN's training did per gene and fold (the facts no other model has).
+    "cnn_training": result({
+        "model": MODEL, "tissue": TISSUE, "gene": pa.Column(**TEXT),
+        "fold": pa.Column("int64", pa.Check.ge(0), coerce=True), "n_valid": COUNT,
+        "epochs_run": COUNT, "best_epoch": pa.Column("int64", pa.Check.ge(0), coerce=True),
+        "weights": WEIGHTS, "precision": pa.Column(checks=pa.Check.isin(list(PRECISIONS)),
+                                                   **TEXT),
+        "trainer": pa.Column(**TEXT), "run_id": pa.Column(**TEXT),
+    }, ["model", "tissue", "gene", "fold"]),
+    "model_registry": result(_CHECKPOINT, ["model", "tissue", "gene"]),
+    # Registry rows of models a retrain replaced with a lower out-of-fold R²: their files are
+    # kept, so the better model stays reachable (CheckpointStore.load(path, sha256)).
+    "model_superseded": result({
+        **_CHECKPOINT, "superseded_by_run_id": pa.Column(**TEXT), "superseded_by_r2": R2,
+        "superseded_at": pa.Column(**TEXT),
+    }, ["model", "tissue", "gene", "path"]),
+    "tissue_experiment": result(_EXPERIMENT, _EXPERIMENT_KEY),
+    "window_experiment": result(_EXPERIMENT, _EXPERIMENT_KEY),
+    "generalisation": result({
         "target_cohort": pa.Column(**TEXT), "model": MODEL, "gene": pa.Column(**TEXT),
         "n_cpgs": COUNT, "coverage": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
         "n_samples": COUNT, "r2": R2, "pearson_r2": PEARSON_R2, "protocol": PROTOCOL,
         "window_bp": pa.Column("int64", pa.Check.gt(0), coerce=True), "tissue": TISSUE,
         "run_id": pa.Column(**TEXT),
     }, ["target_cohort", "protocol", "window_bp", "model", "gene"]),
-    # Prediction for new samples (dmg_assets.prediction): one row per sample and gene of a batch.
-    "predicted_expression": _result({
-        "sample": pa.Column(**TEXT), "gene": pa.Column(**TEXT), "model": MODEL,
-        "training_cohort": pa.Column(**TEXT), "protocol": PROTOCOL,
-        "window_bp": pa.Column("int64", pa.Check.gt(0), coerce=True), "prediction": PREDICTION,
-        "lower": PREDICTION, "upper": PREDICTION, "coverage": COVERAGE,
-        "n_missing_probes": pa.Column("int64", pa.Check.ge(0), coerce=True), "scale": SCALE,
-        "run_id": pa.Column(**TEXT),
-    }, ["sample", "gene"], [pa.Check(_within_interval, name="lower <= prediction <= upper")]),
-    # Genes (sample null) and (gene, sample) pairs of a batch not predicted, with the reason;
-    # coverage is null where the gene was left out before its model was read (its honest R²).
-    "prediction_skipped": _result({
-        "gene": pa.Column(**TEXT), "sample": pa.Column(**{**TEXT, "nullable": True}),
-        "reason": pa.Column(**TEXT),
-        "coverage": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
-        "run_id": pa.Column(**TEXT),
-    }, ["gene", "sample"]),
 }
 
 

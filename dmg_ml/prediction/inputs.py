@@ -44,11 +44,13 @@ sample named), a damaged gzip stream.
 
 **Caps, and the memory they bound.** A file is read as a stream, block by block
 (``BLOCK_BYTES`` of text), and refused as soon as it passes one of the caps below, each named in
-the message, before anything more of it is held: a line longer than ``MAX_LINE_BYTES``, more
+the message, before anything more of it is held. The stream's caps are checked, and live, in
+``dmg_ml.prediction.stream`` (``BoundedSource``): a line longer than ``MAX_LINE_BYTES``, more
 than ``MAX_INPUT_BYTES`` of text (decompressed), a gzip stream that decompresses to more than
 ``MAX_GZIP_RATIO`` times what it has read (once past ``GZIP_RATIO_AFTER``; a methylation matrix
-compresses 2-5×), more than ``MAX_SAMPLES`` samples, ``MAX_ROWS`` rows or ``MAX_CELLS`` values
-(probe rows × samples), a row id longer than ``MAX_ID_CHARS``. What is held: the values once, as
+compresses 2-5×); ``BLOCK_BYTES`` lives there too. The matrix's caps are checked, and live, here:
+more than ``MAX_SAMPLES`` samples, ``MAX_ROWS`` rows or ``MAX_CELLS`` values (probe rows ×
+samples), a row id longer than ``MAX_ID_CHARS``. What is held: the values once, as
 float32, in one array reserved for ``MAX_CELLS`` values (1 GB, resident only as far as it is
 filled: β → M and the replicates' merge work in place); the row ids (at most ``MAX_ROWS`` of at
 most ``MAX_ID_CHARS``, ~0.25 GB); the parser's read-ahead (32 blocks, 64 MiB). Peak RSS of
@@ -58,17 +60,17 @@ for a file at the row, id and value caps at once (1.5M rows of 100-character ids
 0.49 GiB for a 2 GB file without a newline or a gzip of 1 GiB of NUL bytes (refused at
 ``MAX_LINE_BYTES``): under 2 GiB for any file. A full EPIC array fits 288 samples (450K: 514);
 a larger batch is refused with that advice: split its samples over several files. The caps are
-module constants, their one home.
+module constants, each in the one module that checks it.
+
+The module stays whole past 400 lines because the parse, the rules and the scale detection share
+one private record, ``_Values``, filled block by block and read by every rule: split apart, that
+record would become an interface between modules that only this one read uses.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
-import gzip
-import io
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -81,20 +83,18 @@ import pyarrow.csv as pacsv
 
 from dmg_ml.data.preprocess import M_CLAMP, beta_to_m
 from dmg_ml.data.xena import NULL_VALUES
+from dmg_ml.prediction.stream import (
+    BoundedSource,
+    PredictionInputError,
+    block_bytes,
+    open_source,
+)
 
 Scale = Literal["beta", "m_value"]
 SCALES: tuple[str, ...] = ("auto", "beta", "m_value")
 #: A file with at least this share of its values in [0, 1] is a β file: any value outside is an
 #: error, not a sign of M-values.
 BETA_SHARE = 0.99
-#: The longest line: a header of MAX_SAMPLES barcodes or a row of MAX_SAMPLES values fits three
-#: times over.
-MAX_LINE_BYTES = 1 << 20
-#: The most text a file may hold (decompressed): MAX_CELLS values at up to ~60 bytes each.
-MAX_INPUT_BYTES = 16 << 30
-#: The most a gzip stream may decompress to per byte read, checked from GZIP_RATIO_AFTER on.
-MAX_GZIP_RATIO = 100
-GZIP_RATIO_AFTER = 64 << 20
 #: The most samples (columns) a file may hold: a lab batch of a few thousand fits.
 MAX_SAMPLES = 10_000
 #: The most rows a file may hold: EPIC v2 has ~937k, 450K 485,577.
@@ -103,9 +103,6 @@ MAX_ROWS = 1_500_000
 MAX_CELLS = 250_000_000
 #: The longest row id: probe ids have at most ~20 characters, control-probe names ~40.
 MAX_ID_CHARS = 100
-#: Text parsed at a time (at least twice MAX_LINE_BYTES, so that any line fits in a block). The
-#: parser reads up to 32 blocks ahead (Arrow's background reader), 64 MiB at 2 MiB.
-BLOCK_BYTES = 2 << 20
 #: A 450K / EPIC probe id, with the optional EPIC v2 suffix (``_TC21``) as ``suffix``.
 PROBE_ID = re.compile(
     r"(?P<base>cg\d+|ch\d+|ch\.(?:\d{1,2}|X|Y)\.\d+[A-Z]?|rs\d+)(?P<suffix>_[A-Za-z0-9]+)?"
@@ -114,13 +111,7 @@ _BARCODE = re.compile(r"TCGA-\w\w-\w{4}", re.IGNORECASE)
 _INVALID_CELL = re.compile(r"In CSV column #(\d+): .*invalid value '(.*)'", re.DOTALL)
 _ROW_ID = "\x00row_id"
 _EXAMPLES = 5
-_HEADER_READ = 1 << 16
 _EPIC_PROBES, _450K_PROBES = 866_000, 485_577
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-
-
-class PredictionInputError(ValueError):
-    """A methylation file for prediction cannot be used as it is; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -195,11 +186,8 @@ def read_methylation(path: str | Path, scale: str = "auto") -> MethylationInput:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if not path.is_file():
         raise PredictionInputError(f"{path}: no such file")
-    gzipped = _is_gzip(path)
-    if not gzipped and path.stat().st_size > MAX_INPUT_BYTES:
-        raise _too_large(name, gzipped)
     sep = "," if _stem_suffix(path) == ".csv" else "\t"
-    with _Source(path, gzipped, sep) as source:
+    with open_source(path, sep) as source:
         samples = _read_header(source)
         values = _read_values(source, samples)
     if not values.n_rows:
@@ -236,14 +224,6 @@ def m_to_beta(m: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp2(-m))
 
 
-def _is_gzip(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(2) == b"\x1f\x8b"
-    except OSError as exc:
-        raise PredictionInputError(f"{path.name}: cannot read the file ({exc})") from exc
-
-
 def _stem_suffix(path: Path) -> str:
     """The extension once a ``.gz`` is set aside: ``a.csv.gz`` → ``.csv``."""
     name = path.name.lower()
@@ -251,203 +231,12 @@ def _stem_suffix(path: Path) -> str:
     return Path(name).suffix
 
 
-def _block_bytes() -> int:
-    return max(BLOCK_BYTES, 2 * MAX_LINE_BYTES)
-
-
 def _rows_per_chunk(n_columns: int) -> int:
     """Rows of a values array processed at a time: about 4M values, whatever the width."""
     return max(1, (4 << 20) // max(n_columns, 1))
 
 
-def _too_large(name: str, gzipped: bool) -> PredictionInputError:
-    return PredictionInputError(
-        f"{name}: more than {MAX_INPUT_BYTES:,} bytes{' once decompressed' if gzipped else ''}, "
-        "the cap on a file (MAX_INPUT_BYTES): split its samples over several files and predict "
-        "each as its own batch"
-    )
-
-
-class _Source(io.RawIOBase):
-    """The file's bytes, decompressed, checked as they are read; the parser reads from it.
-
-    Each chunk is checked before anyone sees it: the bytes so far against ``MAX_INPUT_BYTES``
-    and, for gzip, ``MAX_GZIP_RATIO``; every line's length against ``MAX_LINE_BYTES``; and that
-    it is UTF-8. A chunk that fails raises ``PredictionInputError`` naming the line (and the
-    probe and sample of a bad byte), so a file is refused at the cap, never held whole.
-    """
-
-    def __init__(self, path: Path, gzipped: bool, sep: str) -> None:
-        super().__init__()
-        self.name_, self.gzipped, self.sep = path.name, gzipped, sep.encode()
-        self.samples: list[str] = []
-        self.n_bytes = 0
-        self._raw = open(path, "rb")  # noqa: SIM115 (closed by close())
-        self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb") if gzipped else self._raw
-        self._lines = 0  # newlines before the current line
-        self._tail = b""  # the current line's bytes so far (the part before this chunk)
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._pushed = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stream.close()
-            self._raw.close()
-        super().close()
-
-    def read(self, size: int = -1) -> bytes:
-        """``size`` bytes, fewer only at the end (the parser takes a short read for the end)."""
-        size = _block_bytes() if size is None or size < 0 else size
-        parts, got = [], 0
-        if self._pushed:
-            parts.append(self._pushed[:size])
-            self._pushed = self._pushed[size:]
-            self._check(parts[0])
-            got = len(parts[0])
-        while got < size:
-            chunk = self._next(size - got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def first_line(self) -> bytes:
-        """The first line without its end, checked; the rest is checked as it is read, once
-        the header's sample ids can name a bad cell's sample."""
-        data = b""
-        while b"\n" not in data and len(data) <= MAX_LINE_BYTES:
-            chunk = self._read_raw(min(_HEADER_READ, _block_bytes()))
-            if not chunk:
-                break
-            data += chunk
-        line, newline, rest = data.partition(b"\n")
-        self._check(line + newline)
-        self._pushed = rest
-        return line.rstrip(b"\r")
-
-    def _next(self, size: int) -> bytes:
-        chunk = self._read_raw(size)
-        self._check(chunk)
-        return chunk
-
-    def _read_raw(self, size: int) -> bytes:
-        try:
-            return self._stream.read(size)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise PredictionInputError(
-                f"{self.name_}: the gzip stream is damaged after {self.n_bytes:,} bytes of text "
-                f"({exc}); the file is not whole: download or compress it again") from exc
-        except OSError as exc:
-            raise PredictionInputError(f"{self.name_}: cannot read the file ({exc})") from exc
-
-    def _check(self, chunk: bytes) -> None:
-        self.n_bytes += len(chunk)
-        if self.n_bytes > MAX_INPUT_BYTES:
-            raise _too_large(self.name_, self.gzipped)
-        if self.gzipped and self.n_bytes > GZIP_RATIO_AFTER:
-            read = max(self._raw.tell(), 1)
-            if self.n_bytes > MAX_GZIP_RATIO * read:
-                raise PredictionInputError(
-                    f"{self.name_}: decompresses to more than {MAX_GZIP_RATIO}× its compressed "
-                    f"size ({self.n_bytes:,} bytes from {read:,}), the cap on a gzip file "
-                    "(MAX_GZIP_RATIO): a methylation matrix compresses a few times, not a "
-                    "hundred; refused as a likely gzip bomb")
-        if not chunk:
-            self._utf8(b"", final=True)
-            return
-        newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 0x0A)
-        too_long = self._too_long(chunk, newlines)
-        pending = self._decoder.getstate()[0]
-        bad_byte = self._utf8(chunk)
-        if bad_byte is not None and (too_long is None or bad_byte <= too_long[1]):
-            raise self._not_utf8(chunk, bad_byte, pending)
-        if too_long is not None:
-            raise PredictionInputError(
-                f"{self.name_}: line {too_long[0]:,} is longer than {MAX_LINE_BYTES:,} bytes, "
-                "the cap on a line (MAX_LINE_BYTES): a methylation matrix holds one probe per "
-                "line; is this a probes × samples text file?")
-        self._lines += len(newlines)
-        if len(newlines):
-            self._tail = chunk[newlines[-1] + 1:]
-        else:
-            self._tail += chunk
-
-    def _too_long(self, chunk: bytes, newlines: np.ndarray) -> tuple[int, int] | None:
-        """(line number, offset in ``chunk`` where it passes the cap) of the first line too
-        long, or None."""
-        ends = np.append(newlines, len(chunk))  # the last "line" is the unfinished one
-        starts = np.concatenate([[-len(self._tail)], newlines + 1])
-        over = np.flatnonzero(ends - starts > MAX_LINE_BYTES)
-        if not len(over):
-            return None
-        first = int(over[0])
-        return self._lines + first + 1, int(starts[first] + MAX_LINE_BYTES)
-
-    def _utf8(self, chunk: bytes, final: bool = False) -> int | None:
-        """Offset in ``chunk`` of the first byte that is not UTF-8 (negative: in the bytes of an
-        unfinished character held over from the last chunk), or None; at the end (``final``)
-        a character left unfinished is refused here."""
-        pending = self._decoder.getstate()[0]
-        if not pending and chunk.isascii() and not final:
-            return None
-        try:
-            self._decoder.decode(chunk, final=final)
-        except UnicodeDecodeError as exc:
-            if final:
-                raise self._not_utf8(b"", exc.start - len(pending), pending) from None
-            return exc.start - len(pending)
-        return None
-
-    def _not_utf8(self, chunk: bytes, offset: int, pending: bytes) -> PredictionInputError:
-        """The refusal of the byte at ``offset`` of ``chunk`` (negative: of ``pending``, the
-        held-over bytes that end the line's part before ``chunk``)."""
-        if offset < 0:  # the bytes before ``chunk`` are the end of ``self._tail``
-            chunk, offset = pending + chunk, offset + len(pending)
-            tail = self._tail[:len(self._tail) - len(pending)]
-        else:
-            tail = self._tail
-        if self._lines == 0 and not tail and chunk[:2] in _UTF16_BOMS:
-            return PredictionInputError(
-                f"{self.name_}: the file is UTF-16 text (it starts with a UTF-16 byte order "
-                "mark); save the file as UTF-8")
-        return PredictionInputError(
-            f"{self.name_}: {self._place(chunk, offset, tail)}: byte 0x{chunk[offset]:02x} is "
-            "not UTF-8 text (Latin-1 or another encoding?); save the file as UTF-8")
-
-    def _place(self, chunk: bytes, offset: int, tail: bytes) -> str:
-        """Where byte ``offset`` of ``chunk`` lies (``tail``: the line's bytes before
-        ``chunk``): its line, and the probe and sample of its cell (a header byte: its
-        column)."""
-        start = chunk.rfind(b"\n", 0, offset)
-        line = self._lines + chunk.count(b"\n", 0, offset) + 1
-        before = chunk[start + 1:offset] if start >= 0 else tail + chunk[:offset]
-        ends = [i for i in (chunk.find(self.sep, offset), chunk.find(b"\n", offset)) if i >= 0]
-        fields = (before + chunk[offset:min(ends, default=len(chunk))]).split(self.sep)
-        column = len(fields)  # 1-based: the cell holding the byte
-        if line == 1:
-            return f"line 1 (the header), column {column:,}"
-        probe = _text(fields[0]).strip()
-        if column == 1:
-            return f"line {line:,} (probe '{probe}')"
-        sample = self.samples[column - 2] if column - 2 < len(self.samples) else None
-        cell = f", sample '{sample}'" if sample is not None else f", column {column:,}"
-        return f"line {line:,} (probe '{probe}'{cell})"
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="backslashreplace")
-
-
-def _read_header(source: _Source) -> list[str]:
+def _read_header(source: BoundedSource) -> list[str]:
     """Sample ids of the header; refuses an empty file, no samples, empty or repeated ids, more
     than MAX_SAMPLES and a transposed matrix."""
     name, sep = source.name_, source.sep.decode()
@@ -519,7 +308,7 @@ class _Values:
         return self.matrix[:self.n_probes]
 
 
-def _read_values(source: _Source, samples: list[str]) -> _Values:
+def _read_values(source: BoundedSource, samples: list[str]) -> _Values:
     """The rows after the header, parsed a block at a time; only probe rows are kept, in an
     array reserved for at most ``MAX_CELLS`` values."""
     name, n_samples = source.name_, len(samples)
@@ -538,14 +327,14 @@ def _read_values(source: _Source, samples: list[str]) -> _Values:
     return values
 
 
-def _batches(source: _Source, samples: list[str], kind: pa.DataType, bad_rows: list):
+def _batches(source: BoundedSource, samples: list[str], kind: pa.DataType, bad_rows: list):
     """Record batches of the rows after the header, the samples' cells of type ``kind``; a row
     with the wrong number of cells is kept in ``bad_rows`` (and the parser raises)."""
     def invalid(row) -> str:
         bad_rows.append(row)
         return "error"
 
-    read = pacsv.ReadOptions(column_names=[_ROW_ID, *samples], block_size=_block_bytes(),
+    read = pacsv.ReadOptions(column_names=[_ROW_ID, *samples], block_size=block_bytes(),
                              use_threads=False)  # in file order, with row numbers
     parse = pacsv.ParseOptions(delimiter=source.sep.decode(), invalid_row_handler=invalid)
     # Read as floats, every id stays text (an id "NA" is no missing id); read as text (the
@@ -618,7 +407,7 @@ def _take(name: str, values: _Values, batch: pa.RecordBatch, samples: list[str])
     values.sample_has_value |= present.any(axis=0)
 
 
-def _unreadable(source: _Source, samples: list[str], exc: pa.ArrowInvalid, bad_rows: list,
+def _unreadable(source: BoundedSource, samples: list[str], exc: pa.ArrowInvalid, bad_rows: list,
                 rows_read: int) -> PredictionInputError:
     """The project's own message for what the parser refused: the row with the wrong number of
     cells, the first non-numeric cells (the file read again as text, from the failing block)."""
@@ -633,8 +422,8 @@ def _unreadable(source: _Source, samples: list[str], exc: pa.ArrowInvalid, bad_r
             "sample")
     invalid = _INVALID_CELL.search(str(exc))
     if invalid:
-        path = Path(source._raw.name)
-        cells = _non_numeric_cells(path, source.gzipped, source.sep.decode(), samples, rows_read)
+        cells = _non_numeric_cells(source.path, source.gzipped, source.sep.decode(), samples,
+                                   rows_read)
         if not cells:
             column = int(invalid.group(1))
             sample = samples[column - 1] if 0 < column <= len(samples) else f"column {column}"
@@ -656,7 +445,7 @@ def _non_numeric_cells(
     """The first few (row id, sample, text) cells, row by row, that are neither a number nor
     missing, in the first block past the ``skip`` rows read well that holds any; read again as
     text, a block at a time, on the error path only."""
-    with _Source(path, gzipped, sep) as source:
+    with BoundedSource(path, gzipped, sep) as source:
         _read_header(source)
         offset = 0
         try:
