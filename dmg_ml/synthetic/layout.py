@@ -14,7 +14,9 @@ gene's promoter, or a 500 kb bin). HiSeqV2 rows are modelled genes (a share of t
 methylation signal), low-expressed genes and unmapped names absent from the promoter table.
 
 The layout is drawn from its own random stream of ``seed``, so it is the same whichever cohorts
-are written.
+are written. It stays one module (over 400 lines) because probes, genes and drivers are drawn in
+order from that one stream: split, the draw order (and so every hub) would be a contract between
+modules.
 """
 
 from __future__ import annotations

@@ -40,16 +40,15 @@ ground truth and ``expected_r2 = var(signal) / (var(signal) + var(tissue effect)
 
 Same ``seed`` → byte-identical files; a cohort's files do not depend on which other cohorts are
 written. The FULL preset streams probes in chunks, so no probe × sample matrix is held in memory.
+It stays one module (just over 400 lines): a cohort's samples, methylation and expression are
+drawn in order from that cohort's one random stream (the encoder is ``dmg_ml.synthetic.tsv``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import queue
-import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -79,8 +78,8 @@ from dmg_ml.synthetic.layout import (
     build_layout,
     window_lengths,  # noqa: F401 - re-exported
 )
+from dmg_ml.synthetic.tsv import BETA_TABLE, NA_CODE, GzipWriter, encode_rows, write_matrix
 
-_NA_CODE = 10_001
 _PAIR_CORRELATION = np.float32(0.5)
 
 # Tissue source site codes seen in each cohort's real barcodes.
@@ -95,96 +94,6 @@ _TSS_CODES: dict[str, tuple[str, ...]] = {
              "80", "86", "91", "93", "95", "97", "99", "J2", "L4", "L9", "MN", "MP", "NJ"),
 }
 _ALPHABET = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-
-
-def _decimal_table(lo: int, hi: int, na: bool = False) -> np.ndarray:
-    """``\\t``-prefixed strings for codes ``lo..hi`` (value = code / 10⁴), plus ``\\tNA`` last."""
-    cells = []
-    for k in range(lo, hi + 1):
-        sign = "-" if k < 0 else ""
-        a = abs(k)
-        cells.append(f"\t{sign}{a // 10_000}.{a % 10_000:04d}")
-    if na:
-        cells.append("\tNA")
-    width = max(len(c) for c in cells)
-    return np.array(cells, dtype=f"S{width}")
-
-
-_BETA_TABLE = _decimal_table(0, 10_000, na=True)
-
-
-def _encode_rows(names: np.ndarray, codes: np.ndarray, table: np.ndarray) -> bytes:
-    """TSV rows ``name\\tv1\\tv2...\\n`` from table codes, without per-value Python formatting.
-
-    Table cells are null-padded to a fixed width; the nulls are deleted from the joined bytes.
-    """
-    codes = np.ascontiguousarray(codes)
-    n, m = codes.shape
-    name_bytes = names.view(np.uint8).reshape(n, names.dtype.itemsize)
-    cells = table[codes].view(np.uint8).reshape(n, m * table.dtype.itemsize)
-    newline = np.full((n, 1), ord("\n"), np.uint8)
-    return np.concatenate([name_bytes, cells, newline], axis=1).tobytes().translate(None, b"\0")
-
-
-def _write_matrix(path: Path, columns: Sequence[str], names: Sequence[str], values: np.ndarray,
-                  compresslevel: int) -> None:
-    """Gzip TSV of a genes × samples float matrix with 4 decimals."""
-    codes = np.rint(values * 10_000).astype(np.int64)
-    lo, hi = (int(codes.min()), int(codes.max())) if codes.size else (0, 0)
-    table = _decimal_table(lo, hi)
-    with _GzipWriter(path, compresslevel) as out:
-        out.write(("sample\t" + "\t".join(columns) + "\n").encode())
-        name_array = np.array(list(names), dtype="S")
-        for start in range(0, len(name_array), 4096):
-            stop = start + 4096
-            out.write(_encode_rows(name_array[start:stop], codes[start:stop] - lo, table))
-
-
-class _GzipWriter:
-    """Deterministic gzip (mtime 0, no file name) written to a temporary name, then renamed.
-
-    Compression runs in a background thread (zlib releases the GIL), overlapping generation.
-    """
-
-    def __init__(self, path: Path, compresslevel: int) -> None:
-        self.path = path
-        self.tmp = path.with_name(path.name + ".part")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.raw = open(self.tmp, "wb")  # noqa: SIM115 - closed in __exit__
-        self.gz = gzip.GzipFile(fileobj=self.raw, mode="wb", mtime=0, filename="",
-                                compresslevel=compresslevel)
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=3)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (data := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.gz.write(data)
-                except BaseException as exc:  # re-raised in the caller's thread
-                    self.error = exc
-
-    def write(self, data: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(data)
-
-    def __enter__(self) -> _GzipWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        self.gz.close()
-        self.raw.close()
-        if exc_type is None and self.error is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-            if self.error is not None and exc_type is None:
-                raise self.error
 
 
 def _write_probe_map(path: Path, layout: Layout) -> None:
@@ -293,7 +202,7 @@ def _write_cohort(out_dir: Path, layout: Layout, spec: SyntheticSpec, cohort: st
     id_names = np.array([f"cg{i:08d}" for i in layout.probe_ids[layout.id_order]], dtype="S10")
     meth_cols = samples.methylation_columns
     path = out_dir / methylation_path(cohort)
-    with _GzipWriter(path, spec.compresslevel) as out:
+    with GzipWriter(path, spec.compresslevel) as out:
         out.write(("sample\t" + "\t".join(samples.barcodes[meth_cols]) + "\n").encode())
         for chunk, start in enumerate(range(0, layout.n_probes, spec.chunk_size)):
             crng = np.random.default_rng([seed, 2, key, chunk])
@@ -324,8 +233,8 @@ def _write_cohort(out_dir: Path, layout: Layout, spec: SyntheticSpec, cohort: st
             np.divide(10_000.0, observed, out=observed)
             codes = np.rint(observed).astype(np.uint16)
             missing = crng.random(codes.shape, dtype=np.float32) < layout.missing_rate[idx, None]
-            codes[missing] = _NA_CODE
-            out.write(_encode_rows(id_names[start:start + len(idx)], codes, _BETA_TABLE))
+            codes[missing] = NA_CODE
+            out.write(encode_rows(id_names[start:start + len(idx)], codes, BETA_TABLE))
 
     return _write_expression(out_dir, layout, spec, cohort, seed, samples, raw_signal, weights)
 
@@ -373,10 +282,10 @@ def _write_expression(out_dir: Path, layout: Layout, spec: SyntheticSpec, cohort
 
     barcodes = samples.barcodes[cols]
     names = genes["gene"].tolist()
-    _write_matrix(out_dir / expression_path(cohort), barcodes, names, expression,
+    write_matrix(out_dir / expression_path(cohort), barcodes, names, expression,
                   spec.compresslevel)
     truth = (out_dir / GROUND_TRUTH_PATH.format(cohort=cohort)).parent
-    _write_matrix(truth / "signal.tsv.gz", barcodes, names, signal, spec.compresslevel)
+    write_matrix(truth / "signal.tsv.gz", barcodes, names, signal, spec.compresslevel)
 
     signal_var_written = signal.var(axis=1)
     explained = signal_var_written + tissue_var + noise_sd**2
