@@ -3,9 +3,10 @@
 A gene's file, ``<root>/<parts...>/<gene>.safetensors``, holds every stored fold's weights and
 scaler as tensors (``fold.<k>.state.<name>``, ``fold.<k>.scaler_mean``, ``fold.<k>.scaler_scale``),
 the final model's the same way under ``final.``, and the rest as the header's string metadata:
-``format``, ``gene``, ``protocol``, ``run_id``, ``config`` (JSON), ``probe_ids`` and ``folds``
-(JSON lists; a fold is ``{fold, input_size, channels}``), ``final`` (JSON ``{fold, input_size,
-channels}``, only when the file holds a final model) and ``content_sha256``, a digest of all of
+``format``, ``gene``, ``model`` (the registry name; a file without it holds a CNN),
+``protocol``, ``run_id``, ``config`` (JSON), ``probe_ids`` and ``folds`` (JSON lists; a fold is
+``{fold, input_size, channels}``), ``final`` (JSON ``{fold, input_size, channels}``, only when the
+file holds a final model) and ``content_sha256``, a digest of all of
 those and of every tensor's name, dtype, shape and bytes, so a changed byte is refused even
 without the registry's sha256 of the whole file.
 
@@ -23,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
@@ -36,7 +36,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from dmg_ml.evaluation.cv import FoldCheckpoint, GeneCheckpoint
+from dmg_ml.files import write_atomically
+from dmg_ml.models.checkpoint import FoldCheckpoint, GeneCheckpoint
 
 FORMAT = "dmg.gene_checkpoint/1"
 SUFFIX = ".safetensors"
@@ -88,7 +89,7 @@ class CheckpointStore(ConfigurableResource):
         """Write ``checkpoint`` as ``root/parts....safetensors``; returns its key and sha256."""
         key = self.key_for(*parts)
         data = _encode(checkpoint)
-        _write_atomically(self.resolve(key), data)
+        write_atomically(self.resolve(key), data)
         return key, hashlib.sha256(data).hexdigest()
 
     @contextmanager
@@ -159,20 +160,6 @@ def _safe_name(part: str | int) -> str:
     return name
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Stage beside the target and rename over it: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        with open(staging, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-
-
 def _encode(checkpoint: GeneCheckpoint) -> bytes:
     if not checkpoint.models:
         raise ValueError(f"{checkpoint.gene}: a checkpoint needs a fold model or a final model")
@@ -185,6 +172,7 @@ def _encode(checkpoint: GeneCheckpoint) -> bytes:
     metadata = {
         "format": FORMAT,
         "gene": checkpoint.gene,
+        "model": checkpoint.model,
         "protocol": checkpoint.protocol,
         "run_id": checkpoint.run_id,
         "config": checkpoint.config,
@@ -254,6 +242,7 @@ def _content_sha256(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) 
 def _gene_checkpoint(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> GeneCheckpoint:
     return GeneCheckpoint(
         gene=metadata["gene"],
+        model=metadata.get("model", "cnn"),
         protocol=metadata["protocol"],
         probe_ids=[str(p) for p in json.loads(metadata["probe_ids"])],
         folds=[

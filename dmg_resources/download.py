@@ -17,6 +17,9 @@ downloaded again. A ``<dest>.lock`` file lock keeps two processes from writing o
 
 ``file://`` URLs are answered by a local adapter whose ETag covers the file's content as well as
 its size and mtime (``local_etag``), so a file edited in place is a new version.
+
+It stays one module (over 400 lines) because resuming, validating and locking are one protocol
+on one file and its sidecar: each step reads what the one before it wrote.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ SOURCE_URL = os.environ.get("DMG_SOURCE_URL", "data/synthetic")
 DATA_DIR = os.environ.get("DMG_DATA_DIR", "data")
 
 
+#: The view that names the published snapshot (its ``version``) and its root, which the store
+#: writes and ``warehouse.query`` reads.
+SNAPSHOT_VIEW = "warehouse_snapshot"
+
+
 def warehouse_root(data_dir: str = DATA_DIR) -> str:
     return str(Path(data_dir) / "warehouse")
 

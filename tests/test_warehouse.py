@@ -9,8 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dmg_resources import warehouse as warehouse_module
-from dmg_resources.warehouse import EmptyPartitionError, Warehouse
+from dmg_resources import store as store_module
+from dmg_resources.store import EmptyPartitionError
+from dmg_resources.warehouse import Warehouse
 from warehouse.query import connect
 
 
@@ -180,7 +181,7 @@ class _DiskFull(pq.ParquetWriter):
 def test_disk_full_reports_enospc_and_removes_its_staging(tmp_path, monkeypatch):
     warehouse = _warehouse(tmp_path)
     warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 5))
-    monkeypatch.setattr(warehouse_module.pq, "ParquetWriter", _DiskFull)
+    monkeypatch.setattr(store_module.pq, "ParquetWriter", _DiskFull)
     with pytest.raises(OSError) as raised:
         warehouse.write("samples", {"cohort": "BRCA"}, _samples("BRCA", 3))
     assert raised.value.errno == errno.ENOSPC

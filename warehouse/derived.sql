@@ -1,4 +1,5 @@
--- Views built on the table views; skipped while a table they read has no rows yet.
+-- Views built on the table views; skipped while a table they read has no rows yet (any other
+-- failure to bind fails the publish, naming the view).
 
 -- Number of CpGs per gene and window: "how many CpGs does gene X have within 1 Mb".
 CREATE OR REPLACE VIEW gene_window_sizes AS
@@ -15,82 +16,6 @@ SELECT s.cohort,
        (SELECT count(*) FROM gene_promoters g WHERE g.cohort = s.cohort) AS genes
 FROM samples s
 GROUP BY s.cohort;
-
--- gene_metrics: every model's per-gene R² and r², the CNN's included, so a comparison is one
--- GROUP BY. The CNN trained with its last epoch's weights kept is the model 'cnn_last_epoch'.
--- Defined three times: whichever tables exist, the last definition that binds stays.
-CREATE OR REPLACE VIEW gene_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2,
-       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
-FROM model_gene_metrics;
-
-CREATE OR REPLACE VIEW gene_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue,
-       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, n_cpgs,
-       n_samples, r2, pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
-FROM cnn_gene_metrics;
-
-CREATE OR REPLACE VIEW gene_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue,
-       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, n_cpgs,
-       n_samples, r2, pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
-FROM cnn_gene_metrics
-UNION ALL
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2,
-       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
-FROM model_gene_metrics;
-
--- fold_metrics and predictions: the same union for per-fold scores and out-of-fold predictions
--- (every model on the same outer folds: join on cohort, protocol, window_bp, tissue, gene, sample).
-CREATE OR REPLACE VIEW fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
-       pearson_r2, run_id
-FROM model_fold_metrics;
-
-CREATE OR REPLACE VIEW fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue,
-       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, fold,
-       n_train + n_valid AS n_train, n_test, r2, pearson_r2, run_id
-FROM cnn_fold_metrics;
-
-CREATE OR REPLACE VIEW fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue,
-       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, fold,
-       n_train + n_valid AS n_train, n_test, r2, pearson_r2, run_id
-FROM cnn_fold_metrics
-UNION ALL
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
-       pearson_r2, run_id
-FROM model_fold_metrics;
-
-CREATE OR REPLACE VIEW predictions AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true, y_pred,
-       run_id
-FROM model_predictions;
-
-CREATE OR REPLACE VIEW predictions AS
-SELECT cohort, chromosome, protocol, window_bp, tissue,
-       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, sample, fold,
-       y_true, y_pred, run_id
-FROM cnn_predictions;
-
-CREATE OR REPLACE VIEW predictions AS
-SELECT cohort, chromosome, protocol, window_bp, tissue,
-       CASE weights WHEN 'best' THEN 'cnn' ELSE 'cnn_last_epoch' END AS model, gene, sample, fold,
-       y_true, y_pred, run_id
-FROM cnn_predictions
-UNION ALL
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true, y_pred,
-       run_id
-FROM model_predictions;
-
--- Per cohort, protocol, window, tissue and model: genes, mean and median R² and r².
-CREATE OR REPLACE VIEW model_summary AS
-SELECT cohort, protocol, window_bp, tissue, model, count(*) AS genes,
-       avg(r2) AS mean_r2, median(r2) AS median_r2,
-       avg(pearson_r2) AS mean_pearson_r2, median(pearson_r2) AS median_pearson_r2
-FROM gene_metrics
-GROUP BY ALL;
 
 -- r2_by_tissue: per model, the genes scored in every tissue the experiment ran, so the tissues
 -- are compared on the same genes: genes, median samples, mean and median R² and r².

@@ -29,8 +29,7 @@ import duckdb
 from dmg_resources import settings
 
 PathLike = str | os.PathLike[str]
-#: The view that names the published snapshot and its root (``dmg_resources.warehouse``).
-SNAPSHOT_VIEW = "warehouse_snapshot"
+SNAPSHOT_VIEW = settings.SNAPSHOT_VIEW
 
 _LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _EXPLAIN = re.compile(r"explain\b\s*(?:analy[sz]e\b)?", re.IGNORECASE)

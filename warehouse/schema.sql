@@ -35,79 +35,69 @@ CREATE OR REPLACE VIEW gene_windows AS
 SELECT cohort, gene, window_bp, probe_id, chromosome, position, distance_to_tss
 FROM read_parquet({files}, hive_partitioning = true);
 
--- Training tables: partitioned by cohort, chromosome, protocol ('honest' or the 'published'
--- audit) and window_bp; within a partition rows are keyed by tissue (the samples trained and
--- scored on: 'all', 'tumour' or 'normal') and weights ('best': the best epoch's weights restored,
--- as the paper; 'last': the last epoch's, as the authors' script), so variants sit side by side.
--- R² (r2) is the coefficient of determination; r² (pearson_r2) the squared Pearson correlation.
+-- Cross-validation tables: every model of the comparison, the CNN included, scored by one engine
+-- on the same outer folds (docs/design.md §5). Partitioned by cohort, chromosome, protocol
+-- ('honest' or the 'published' audit) and window_bp; within a partition rows are keyed by model
+-- and tissue (the samples trained and scored on: 'all', 'tumour' or 'normal'), so variants sit
+-- side by side. The CNN trained with its last epoch's weights kept (the authors' script) is the
+-- model 'cnn_last_epoch'. R² (r2) is the coefficient of determination; r² (pearson_r2) the
+-- squared Pearson correlation.
 
--- cnn_fold_metrics: one row per gene and outer fold.
-CREATE OR REPLACE VIEW cnn_fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, fold, n_train, n_valid,
-       n_test, r2, pearson_r2, epochs_run, best_epoch, run_id
-FROM read_parquet({files}, hive_partitioning = true);
-
--- cnn_gene_metrics: one row per gene; r2 and pearson_r2 are pooled over out-of-fold predictions.
-CREATE OR REPLACE VIEW cnn_gene_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, n_cpgs, n_samples, r2,
-       pearson_r2, mean_fold_r2, mean_fold_pearson_r2, mean_epochs, seconds, trainer, run_id,
-       trained_at
-FROM read_parquet({files}, hive_partitioning = true);
-
--- cnn_predictions: every sample's out-of-fold prediction.
-CREATE OR REPLACE VIEW cnn_predictions AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, sample, fold, y_true,
-       y_pred, run_id
-FROM read_parquet({files}, hive_partitioning = true);
-
--- cnn_checkpoints: the registry: one file per gene holding its final model (final_model; trained
--- on every sample, what prediction uses) and/or n_folds fold models, probe order, config;
--- weights_dtype fp16 where half precision moved the gene's out-of-fold R² by less than 1e-3
--- (half_precision_delta_r2), bytes the file's size. Rows written before final models existed
--- read final_model NULL (union_by_name).
-CREATE OR REPLACE VIEW cnn_checkpoints AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, path, sha256, n_cpgs,
-       n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
-       bytes, run_id
-FROM read_parquet({files}, hive_partitioning = true,
-                  union_by_name = true);
-
--- cnn_superseded: registry rows of models a retrain replaced with a lower out-of-fold R²
--- (superseded_by_r2, by the run superseded_by_run_id); their checkpoint files are kept, so the
--- better model stays loadable (dmg_resources.checkpoints.CheckpointStore.load(path, sha256)).
-CREATE OR REPLACE VIEW cnn_superseded AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, weights, gene, path, sha256, n_cpgs,
-       n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
-       bytes, run_id, superseded_by_run_id, superseded_by_r2, superseded_at
-FROM read_parquet({files}, hive_partitioning = true, union_by_name = true);
-
--- cnn_cohort_summary: one row per cohort, protocol, window, tissue and weights.
-CREATE OR REPLACE VIEW cnn_cohort_summary AS
-SELECT cohort, protocol, window_bp, tissue, weights, genes, mean_r2, median_r2, mean_pearson_r2,
-       median_pearson_r2, mean_n_cpgs
-FROM read_parquet({files}, hive_partitioning = true);
-
--- Evaluation tables: every baseline model on the CNN's outer folds, partitioned like the CNN's
--- (cohort, chromosome, protocol, window_bp), one row per model, tissue and gene (and fold /
--- sample).
-
--- model_fold_metrics: R² and r² per model, gene and outer fold.
-CREATE OR REPLACE VIEW model_fold_metrics AS
-SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
-       pearson_r2, seconds, run_id
-FROM read_parquet({files}, hive_partitioning = true);
-
--- model_gene_metrics: pooled out-of-fold R² and r² per model and gene.
-CREATE OR REPLACE VIEW model_gene_metrics AS
+-- gene_metrics: one row per model and gene; r2 and pearson_r2 are pooled over out-of-fold
+-- predictions, mean_fold_* the means over the outer folds.
+CREATE OR REPLACE VIEW gene_metrics AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, n_cpgs, n_samples, r2,
        pearson_r2, mean_fold_r2, mean_fold_pearson_r2, seconds, run_id, trained_at
 FROM read_parquet({files}, hive_partitioning = true);
 
--- model_predictions: out-of-fold predictions per model, gene and sample.
-CREATE OR REPLACE VIEW model_predictions AS
+-- fold_metrics: R² and r² per model, gene and outer fold (n_train: the fold's training rows).
+CREATE OR REPLACE VIEW fold_metrics AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_train, n_test, r2,
+       pearson_r2, seconds, run_id
+FROM read_parquet({files}, hive_partitioning = true);
+
+-- predictions: every sample's out-of-fold prediction per model and gene (every model on the
+-- same outer folds: join on cohort, protocol, window_bp, tissue, gene, sample).
+CREATE OR REPLACE VIEW predictions AS
 SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, sample, fold, y_true,
        y_pred, run_id
 FROM read_parquet({files}, hive_partitioning = true);
+
+-- cnn_training: what the CNN's training did per gene and fold: rows held out for early stopping
+-- (n_valid, of the fold's n_train), epochs run, the best epoch, the weights kept ('best' restored,
+-- as the paper; 'last', as the authors' script), precision and trainer.
+CREATE OR REPLACE VIEW cnn_training AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, fold, n_valid, epochs_run,
+       best_epoch, weights, precision, trainer, run_id
+FROM read_parquet({files}, hive_partitioning = true);
+
+-- model_registry: the saved models, one file per model and gene holding its final model
+-- (final_model; trained on every sample, what prediction uses) and/or n_folds fold models, probe
+-- order, config; weights_dtype fp16 where half precision moved the gene's out-of-fold R² by less
+-- than 1e-3 (half_precision_delta_r2), bytes the file's size.
+CREATE OR REPLACE VIEW model_registry AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, path, sha256, n_cpgs,
+       n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
+       bytes, run_id
+FROM read_parquet({files}, hive_partitioning = true);
+
+-- model_superseded: registry rows of models a retrain replaced with a lower out-of-fold R²
+-- (superseded_by_r2, by the run superseded_by_run_id); their files are kept, so the better model
+-- stays loadable (dmg_resources.checkpoints.CheckpointStore.load(path, sha256)).
+CREATE OR REPLACE VIEW model_superseded AS
+SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, path, sha256, n_cpgs,
+       n_folds, final_model, config, r2, pearson_r2, weights_dtype, half_precision_delta_r2,
+       bytes, run_id, superseded_by_run_id, superseded_by_r2, superseded_at
+FROM read_parquet({files}, hive_partitioning = true);
+
+-- model_summary: one row per cohort, protocol, window, tissue and model: genes, mean and median
+-- R² and r², mean CpGs per window.
+CREATE OR REPLACE VIEW model_summary AS
+SELECT cohort, protocol, window_bp, tissue, model, genes, mean_r2, median_r2, mean_pearson_r2,
+       median_pearson_r2, mean_n_cpgs
+FROM read_parquet({files}, hive_partitioning = true);
+
+-- Per-cohort tables computed from every model's gene metrics.
 
 -- model_comparison: every pair of models per cohort, protocol, window and tissue over their
 -- common genes, for metric r2 and pearson_r2: mean/median delta (a - b), wins, Wilcoxon p, 95 % CI.
@@ -145,7 +135,7 @@ SELECT cohort AS source_cohort, target_cohort, protocol, window_bp, model, gene,
        n_samples, r2, pearson_r2, run_id
 FROM read_parquet({files}, hive_partitioning = true);
 
--- Prediction for new samples (python -m dmg_assets.predict, or prediction_job), partitioned by
+-- Prediction for new samples (dmg predict, or prediction_job), partitioned by
 -- batch (one file of new samples; a batch that holds rows is predicted again only with
 -- --replace, or replace: true in the asset's config). The batch name is
 -- read as text whatever it looks like.
