@@ -1,7 +1,7 @@
 """Retraining follows the data: when a cohort's data-layer tables change, its per-chromosome models
 are requested again, by Dagster's declarative automation (docs/design.md §9).
 
-``RETRAIN_ON_NEW_DATA`` sits on ``cnn_models`` and ``model_evaluation`` ((cohort, chromosome)
+``RETRAIN_ON_NEW_DATA`` sits on ``model_evaluation`` ((cohort, chromosome)
 partitions). Their data-layer deps are cohort partitions, and Dagster maps one onto the other by
 the ``cohort`` dimension, so a new ``samples``/``expression``/``m_values``/``gene_windows``
 partition of BRCA marks all 23 BRCA chromosomes, and no other cohort's.
@@ -58,7 +58,7 @@ def retrain_on_new_data(ignore_runs_tagged: str = PID_TAG) -> AutomationConditio
 RETRAIN_ON_NEW_DATA = retrain_on_new_data()
 
 #: Dagster's default automation sensor, declared to switch it on: it evaluates every asset with
-#: an automation condition (today ``cnn_models`` and ``model_evaluation``) every 30 s.
+#: an automation condition (today ``model_evaluation``) every 30 s.
 automation_sensor = AutomationConditionSensorDefinition(
     "default_automation_condition_sensor",
     target=AssetSelection.all(),

@@ -341,7 +341,7 @@ def gene_promoters(context: AssetExecutionContext, warehouse: Warehouse) -> Mate
     )
 
 
-class WindowConfig(Config):
+class WindowSizesConfig(Config):
     window_sizes: list[int] = Field(
         default=list(WINDOW_SIZES),
         description="Half-widths W (bp) around the promoter; the authors' code used "
@@ -358,7 +358,7 @@ class WindowConfig(Config):
     )],
 )
 def gene_windows(
-    context: AssetExecutionContext, config: WindowConfig, warehouse: Warehouse
+    context: AssetExecutionContext, config: WindowSizesConfig, warehouse: Warehouse
 ):
     """CpGs within [promoter start − W, promoter end + W] of each gene, for each window W."""
     partition = _cohort(context)

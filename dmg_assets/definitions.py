@@ -3,7 +3,7 @@
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 
-from dmg_assets import data_layer, evaluation, experiments, prediction, report, training
+from dmg_assets import data_layer, evaluation, experiments, prediction, report
 from dmg_assets.automation import automation_sensor
 from dmg_assets.sensors import build_watch_schedule, register_default_cohorts, watch_source
 from dmg_resources.checkpoints import CheckpointStore
@@ -21,23 +21,18 @@ data_layer_job = define_asset_job(
     selection=AssetSelection.groups(data_layer.GROUP),
     description="Download one cohort and build its validated tables.",
 )
-training_job = define_asset_job(
-    "training_job",
-    selection=AssetSelection.assets(training.cnn_models),
-    description="Cross-validate one CNN per gene of a (cohort, chromosome) partition.",
-)
-
 evaluation_job = define_asset_job(
     "evaluation_job",
     selection=AssetSelection.assets(evaluation.model_evaluation),
-    description="Cross-validate the baseline models of a (cohort, chromosome) partition.",
+    description="Cross-validate every configured model (the CNN and the baselines) of a "
+    "(cohort, chromosome) partition on the same outer folds.",
 )
 
 defs = Definitions(
     assets=load_assets_from_modules(
-        [data_layer, training, evaluation, experiments, report, prediction]
+        [data_layer, evaluation, experiments, report, prediction]
     ),
-    jobs=[data_layer_job, training_job, evaluation_job, prediction.prediction_job],
+    jobs=[data_layer_job, evaluation_job, prediction.prediction_job],
     sensors=[register_default_cohorts, watch_source, automation_sensor],
     schedules=[build_watch_schedule(WATCH_SOURCE_CRON)],
     resources={

@@ -1,130 +1,171 @@
-"""Evaluation assets: every baseline model on the CNN's outer folds, and their paired comparison.
+"""Evaluation assets: every model, the CNN included, cross-validated on the same outer folds.
 
 ``model_evaluation`` (per cohort × chromosome) cross-validates the configured models of the
-registry on every gene of the partition with the shared engine and writes three tables keyed by
-protocol and window, with a ``model`` column: fold metrics, gene metrics and out-of-fold
-predictions. The CNN itself is trained by ``cnn_models``; the ``gene_metrics`` view lists its rows
-beside these, so a comparison is one GROUP BY. ``model_comparison`` (per cohort) pairs every two
-models over the genes both were scored on; ``r2_by_cpg_count`` (per cohort) is the paper's
-CpG-count experiment.
+registry on every gene of the partition with the one engine (``dmg_ml.evaluation.engine``) and
+commits, in one transaction, one family of tables keyed by protocol and window with a ``model``
+column: fold metrics, gene metrics and out-of-fold predictions; the CNN's training facts
+(``cnn_training``) and its saved models (``model_registry``). ``model_summary``,
+``model_comparison`` and ``r2_by_cpg_count`` (per cohort) roll a cohort's gene metrics up: a
+summary with a histogram, every pair of models over the genes both were scored on, and the
+paper's CpG-count experiment.
 """
 
+import json
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetSpec,
-    Config,
     MaterializeResult,
     MetadataValue,
     asset,
     multi_asset,
 )
-from pydantic import Field, field_validator
 
 from dmg_assets.automation import RETRAIN_ON_NEW_DATA
+from dmg_assets.configs import CNNConfig, ModelsConfig, ScopeConfig
 from dmg_assets.inputs import load_gene_inputs
-from dmg_assets.metadata import markdown_table
+from dmg_assets.metadata import ProgressClock, markdown_table, png_markdown, progress_line
 from dmg_assets.partitions import by_cohort, cohort_chromosome_partitions, cohort_partitions
-from dmg_ml.data.barcodes import Tissue
-from dmg_ml.data.windows import DEFAULT_WINDOW_BP
+from dmg_assets.registry import (
+    SUPERSEDED,
+    registered_keys,
+    save_models,
+    superseded,
+    superseded_message,
+)
+from dmg_ml.data.splits import HONEST, PUBLISHED
 from dmg_ml.evaluation.compare import paired_comparison
-from dmg_ml.evaluation.cv import ProtocolName
 from dmg_ml.evaluation.engine import ModelCVResult, evaluate
 from dmg_ml.evaluation.experiments import gene_metrics_frame
 from dmg_ml.evaluation.experiments import r2_by_cpg_count as cpg_count_table
+from dmg_ml.evaluation.registry import parallel_params
 from dmg_ml.evaluation.schemas import validate
-from dmg_ml.models.registry import MODELS, parallel_params
-from dmg_ml.training.runtime import training_threads
+from dmg_ml.runtime import training_threads
+from dmg_ml.training.folds import protocol_config
+from dmg_resources.checkpoints import CheckpointStore
+from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Warehouse
 
 GROUP = "evaluation"
-TABLES = ("model_fold_metrics", "model_gene_metrics", "model_predictions")
-#: The baselines of the default run: the paper's linear model, the floor and one tree model.
-DEFAULT_MODELS = ("enet", "mean", "rf")
+#: The pool of steps that train on the torch device: one slot per GPU, one on CPU.
+POOL = "torch_training"
+#: The tables ``model_evaluation`` commits together, as the UI describes them.
+DESCRIPTIONS = {
+    "fold_metrics": "Every model's R² and r² per gene and outer fold (the same folds for all).",
+    "gene_metrics": "Every model's R² (coefficient of determination; below 0: worse than the "
+    "training mean) and r² (squared Pearson) per gene, pooled over out-of-fold predictions and "
+    "as the mean over folds.",
+    "predictions": "Every sample's out-of-fold prediction by every model, with its fold.",
+    "cnn_training": "What the CNN's training did per gene and fold: rows held out for early "
+    "stopping, epochs run, best epoch, weights kept, precision, trainer.",
+    "model_registry": "The saved models: one safetensors file per model and gene (its final "
+    "model trained on every sample and/or its fold models, with scalers and probe order), its "
+    "sha256, bytes, precision and honest R².",
+}
+TABLES = tuple(DESCRIPTIONS)
 
 
-class EvaluationConfig(Config):
-    models: list[str] = Field(
-        default=list(DEFAULT_MODELS),
-        description="Registry models to cross-validate (the CNN is trained by cnn_models): "
-        + ", ".join(m for m in MODELS if m != "cnn") + ".",
-    )
-    window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
-    protocol: ProtocolName = Field(
-        default="honest", description="'honest' or the 'published' audit (the authors' folds)."
-    )
-    genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
-    tissue: Tissue = Field(
-        default="all", description="Samples trained and scored on: all, tumour or normal only."
-    )
-    seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
-    n_jobs: int = Field(
-        default=0, description="Workers for the forests (rf, cascade_forest); 0: one per "
-        "physical core."
-    )
+class EvaluationConfig(ScopeConfig, ModelsConfig, CNNConfig):
+    """What ``model_evaluation`` cross-validates: its scope, its models, the CNN's training."""
 
-    @field_validator("models")
-    @classmethod
-    def _known(cls, models: list[str]) -> list[str]:
-        unknown = sorted(set(models) - set(MODELS))
-        if unknown or "cnn" in models or not models:
+    @property
+    def final_model(self) -> bool:
+        """Whether the CNN's final model is trained (honest protocol, a layout that keeps it)."""
+        if self.protocol == PUBLISHED and self.checkpoint_models == "final":
             raise ValueError(
-                f"models must be a non-empty list of {sorted(set(MODELS) - {'cnn'})} "
-                f"(the CNN is trained by cnn_models); got {models}"
+                "the published audit trains no final model: set checkpoint_models to 'folds'"
             )
-        return models
+        return self.protocol == HONEST and self.checkpoint_models != "folds"
 
 
-def _params(model: str, config: EvaluationConfig) -> dict:
+class _Progress:
+    """Logs genes done, running mean R² and ETA every ~10% of the genes or 30 s, not per gene."""
+
+    def __init__(self, context: AssetExecutionContext, model: str, total: int) -> None:
+        self.context, self.model, self.clock, self.r2 = context, model, ProgressClock(total), []
+
+    def __call__(self, result: ModelCVResult) -> None:
+        self.r2.append(result.r2)
+        if (timing := self.clock.tick()) is None:
+            return
+        self.context.log.info(progress_line(
+            self.clock.total, timing, f", {self.model} running mean R² {np.mean(self.r2):.3f}"
+        ))
+
+
+def _params(model: str, config: EvaluationConfig, device: str, precision: str) -> dict:
+    if model == "cnn":
+        train = config.train_config(precision, config.seed)
+        return {"max_epochs": train.max_epochs, "patience": train.patience,
+                "learning_rate": train.lr, "batch_size": train.batch_size,
+                "channels": train.channels, "trainer": config.trainer,
+                "precision": train.precision,
+                "restore_best_weights": train.restore_best_weights, "device": device}
     return parallel_params(model, config.n_jobs or training_threads())
 
 
-def _tables(results: list[ModelCVResult], run_id: str, tissue: str) -> dict[str, pd.DataFrame]:
+def _tables(results: list[ModelCVResult], run_id: str, config: EvaluationConfig,
+            precision: str, registry: list[dict]) -> dict[str, pd.DataFrame]:
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    folds = pd.concat(
-        [r.fold_metrics.assign(model=r.model, gene=r.gene) for r in results], ignore_index=True
-    )
-    predictions = pd.concat(
-        [r.oof.assign(model=r.model, gene=r.gene) for r in results], ignore_index=True
-    )
+    folds = pd.concat([r.fold_metrics.assign(model=r.model, gene=r.gene) for r in results],
+                      ignore_index=True)
+    predictions = pd.concat([r.oof.assign(model=r.model, gene=r.gene) for r in results],
+                            ignore_index=True)
+    training = [r.training.assign(model=r.model, gene=r.gene) for r in results
+                if r.training is not None]
     tables = {
-        "model_fold_metrics": folds.assign(run_id=run_id, tissue=tissue),
-        "model_gene_metrics": gene_metrics_frame(results).assign(
-            run_id=run_id, trained_at=stamp, tissue=tissue),
-        "model_predictions": predictions.assign(run_id=run_id, tissue=tissue),
+        "fold_metrics": folds.assign(run_id=run_id),
+        "gene_metrics": gene_metrics_frame(results).assign(run_id=run_id, trained_at=stamp),
+        "predictions": predictions.assign(run_id=run_id),
+        "cnn_training": pd.concat(training, ignore_index=True).assign(
+            weights=config.weights, precision=precision, trainer=config.trainer, run_id=run_id,
+        ) if training else pd.DataFrame(),
+        "model_registry": pd.DataFrame(registry),
     }
-    return {name: validate(name, frame) for name, frame in tables.items()}
+    return {name: validate(name, frame.assign(tissue=config.tissue))
+            for name, frame in tables.items() if not frame.empty}
 
 
 @multi_asset(
     specs=[
         AssetSpec(name, deps=["gene_windows", "m_values", "expression", "samples"],
-                  group_name=GROUP, kinds={"scikitlearn", "duckdb"},
+                  group_name=GROUP, kinds={"pytorch", "scikitlearn", "duckdb"},
                   description=description, automation_condition=RETRAIN_ON_NEW_DATA)
-        for name, description in zip(TABLES, (
-            "Per-fold R² and r² of every baseline model and gene (outer folds shared with the "
-            "CNN).",
-            "Per-gene pooled out-of-fold R² and r² of every baseline model.",
-            "Out-of-fold predictions of every baseline model, gene and sample.",
-        ), strict=True)
+        for name, description in DESCRIPTIONS.items()
     ],
     partitions_def=cohort_chromosome_partitions,
+    pool=POOL,
 )
-def model_evaluation(context: AssetExecutionContext, config: EvaluationConfig,
-                     warehouse: Warehouse):
-    """Cross-validate the configured baseline models on every gene of a (cohort, chromosome)."""
+def model_evaluation(
+    context: AssetExecutionContext, config: EvaluationConfig, warehouse: Warehouse,
+    device: TorchDevice, checkpoints: CheckpointStore,
+):
+    """Cross-validate the configured models (the CNN and the baselines) on every gene of a
+    (cohort, chromosome) partition, on the same outer folds.
+
+    Rows are keyed by protocol, window, model and tissue, so variants live side by side;
+    evaluating a gene list replaces only those genes' rows, and only the models run.
+    """
     keys = context.partition_key.keys_by_dimension
     partition = {"cohort": keys["cohort"], "chromosome": keys["chromosome"],
                  "protocol": config.protocol, "window_bp": str(config.window_bp)}
     inputs = load_gene_inputs(warehouse, keys["cohort"], keys["chromosome"], config.window_bp,
                               config.genes, config.tissue)
     genes = [i.data for i in inputs]
-    context.log.info(f"{len(genes)} genes on {keys['chromosome']} ({keys['cohort']}), models "
-                     f"{config.models}, protocol {config.protocol}, W={config.window_bp:,} bp")
+    torch_device = device.resolve()
+    precision = protocol_config(
+        config.protocol, config.train_config(device.resolve_precision(torch_device), config.seed)
+    ).precision  # the published audit trains in fp32, as the authors
+    context.log.info(
+        f"{len(genes)} genes on {keys['chromosome']} ({keys['cohort']}), models "
+        f"{config.models}, protocol {config.protocol}, W={config.window_bp:,} bp, "
+        f"{torch_device} {precision}"
+    )
     if not genes:
         for name in TABLES:
             yield MaterializeResult(asset_key=name, metadata={"genes": 0})
@@ -132,27 +173,56 @@ def model_evaluation(context: AssetExecutionContext, config: EvaluationConfig,
     results: list[ModelCVResult] = []
     for model in config.models:
         started = time.monotonic()
-        scored = evaluate(genes, model, protocol=config.protocol,
-                          params=_params(model, config), seed=config.seed)
+        scored = evaluate(
+            genes, model, protocol=config.protocol,
+            params=_params(model, config, torch_device, precision), seed=config.seed,
+            on_gene_done=_Progress(context, model, len(genes)),
+            final_model=model == "cnn" and config.final_model,
+        )
+        if model == "cnn":
+            scored = [_named(r, config.cnn_name) for r in scored]
         results += scored
-        mean_r2 = sum(r.r2 for r in scored) / len(scored)
-        context.log.info(f"{model}: {len(scored)} genes, mean R² {mean_r2:.3f}, "
+        context.log.info(f"{scored[0].model}: {len(scored)} genes, mean R² "
+                         f"{np.mean([r.r2 for r in scored]):.3f}, "
                          f"{time.monotonic() - started:.1f} s")
+    config_json = json.dumps({**config.model_dump(), "precision": precision}, sort_keys=True)
+    run_dir = (keys["cohort"], config.protocol, f"w{config.window_bp}", context.run_id)
     key = ["model", "tissue", "gene"] if config.genes else ["model", "tissue"]
-    with warehouse.transaction() as transaction:
-        rows = {name: transaction.replace_rows(name, partition, frame, key=key)
-                for name, frame in _tables(results, context.run_id, config.tissue).items()}
-    summary = (
-        pd.DataFrame({"model": [r.model for r in results], "r2": [r.r2 for r in results],
-                      "pearson_r2": [r.pearson_r2 for r in results]})
-        .groupby("model").agg(genes=("r2", "size"), mean_r2=("r2", "mean"),
-                              mean_pearson_r2=("pearson_r2", "mean")).reset_index()
-    )
+    with checkpoints.writing(*run_dir):  # until committed: sweep leaves its files alone
+        registry = save_models(checkpoints, run_dir, results, {i.data.gene: i for i in inputs},
+                               config, config_json, context.run_id)
+        tables = _tables(results, context.run_id, config, precision, registry)
+        with warehouse.transaction() as transaction:
+            rows = {name: transaction.replace_rows(name, partition, frame, key=key)
+                    for name, frame in tables.items()}
+            replaced = superseded(warehouse, partition, config.tissue,
+                                  tables.get("model_registry", pd.DataFrame()), context.run_id)
+            if not replaced.empty:
+                transaction.replace_rows(SUPERSEDED, partition, replaced,
+                                         key=["model", "tissue", "gene", "path"])
+    checkpoints.sweep(lambda: registered_keys(warehouse))
+    if not replaced.empty:
+        context.log.warning(superseded_message(replaced))
     for name in TABLES:
-        metadata = {"rows": rows[name], "genes": len(genes), "models": ", ".join(config.models)}
-        if name == "model_gene_metrics":
-            metadata["summary"] = MetadataValue.md(markdown_table(summary))
+        metadata = {"rows": rows.get(name, 0), "genes": len(genes),
+                    "models": ", ".join(config.models)}
+        if name == "gene_metrics":
+            metadata["summary"] = MetadataValue.md(markdown_table(_summary(tables[name])))
+        if name == "model_registry":
+            metadata["superseded_with_lower_r2"] = len(replaced)
         yield MaterializeResult(asset_key=name, metadata=metadata)
+
+
+def _named(result: ModelCVResult, name: str) -> ModelCVResult:
+    result.model = name
+    return result
+
+
+def _summary(genes: pd.DataFrame) -> pd.DataFrame:
+    return (genes.groupby("model")
+            .agg(genes=("r2", "size"), mean_r2=("r2", "mean"), median_r2=("r2", "median"),
+                 mean_pearson_r2=("pearson_r2", "mean"))
+            .reset_index())
 
 
 #: A per-cohort table computed from every model's gene metrics (all chromosomes of the cohort).
@@ -161,8 +231,7 @@ _COHORT_SUMMARY = {
     "group_name": GROUP,
     "kinds": {"duckdb"},
     "deps": [
-        AssetDep(name, partition_mapping=by_cohort)
-        for name in ("model_gene_metrics", "cnn_gene_metrics")
+        AssetDep("gene_metrics", partition_mapping=by_cohort)
     ],
 }
 
@@ -174,9 +243,47 @@ def _gene_metrics(warehouse: Warehouse, cohort: str, min_models: int, why: str) 
     if metrics["model"].nunique() < min_models:
         raise LookupError(
             f"{cohort}: gene_metrics holds {sorted(metrics['model'].unique())}: materialise "
-            f"cnn_models and model_evaluation first ({why})"
+            f"model_evaluation first ({why})"
         )
     return metrics
+
+
+@asset(**_COHORT_SUMMARY)
+def model_summary(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+    """Genes and mean / median R² and r² per protocol, window, tissue and model, with a
+    histogram of the per-gene R²."""
+    cohort = context.partition_key
+    genes = _gene_metrics(warehouse, cohort, 1, "one model is enough")
+    summary = (
+        genes.groupby(["protocol", "window_bp", "tissue", "model"])
+        .agg(genes=("gene", "nunique"), mean_r2=("r2", "mean"), median_r2=("r2", "median"),
+             mean_pearson_r2=("pearson_r2", "mean"),
+             median_pearson_r2=("pearson_r2", "median"), mean_n_cpgs=("n_cpgs", "mean"))
+        .reset_index()
+    )
+    summary["window_bp"] = summary["window_bp"].astype("int64")
+    rows = warehouse.write("model_summary", {"cohort": cohort}, summary)
+    return MaterializeResult(metadata={
+        "rows": rows, "genes": int(genes["gene"].nunique()),
+        "summary": MetadataValue.md(markdown_table(summary)),
+        "r2_histogram": MetadataValue.md(_histogram_markdown(genes)),
+    })
+
+
+def _histogram_markdown(genes: pd.DataFrame) -> str:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.5), dpi=100)
+    axis = figure.subplots()
+    for (protocol, window, tissue, model), group in genes.groupby(
+            ["protocol", "window_bp", "tissue", "model"]):
+        axis.hist(group["r2"].clip(-1, 1), bins=30, alpha=0.6,
+                  label=f"{model}, {protocol}, W={int(window):,}, {tissue}")
+    axis.set_xlabel("out-of-fold R² per gene (clipped at -1)")
+    axis.set_ylabel("genes")
+    axis.legend()
+    figure.tight_layout()
+    return png_markdown(figure, "R² histogram")
 
 
 @asset(**_COHORT_SUMMARY)

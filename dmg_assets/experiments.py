@@ -14,17 +14,18 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator
 
+from dmg_assets.configs import GenesPiece, ModelsConfig, ProtocolPiece, WindowPiece, models_field
+from dmg_assets.evaluation import POOL
 from dmg_assets.inputs import genes_by_chromosome, load_gene_inputs
 from dmg_assets.metadata import markdown_table
 from dmg_assets.partitions import cohort_partitions
-from dmg_assets.training import POOL
 from dmg_ml.data.barcodes import TISSUES
 from dmg_ml.data.inputs import GeneData, m_value_matrix
-from dmg_ml.data.windows import DEFAULT_WINDOW_BP, WINDOW_SIZES
-from dmg_ml.evaluation.cv import ProtocolName
+from dmg_ml.data.splits import HONEST
+from dmg_ml.data.windows import WINDOW_SIZES
 from dmg_ml.evaluation.engine import evaluate
 from dmg_ml.evaluation.experiments import (
     FoldPredictor,
@@ -34,10 +35,9 @@ from dmg_ml.evaluation.experiments import (
     gene_metrics_frame,
     generalisation_scores,
 )
+from dmg_ml.evaluation.registry import parallel_params
 from dmg_ml.evaluation.schemas import validate
-from dmg_ml.models.registry import MODELS, parallel_params
-from dmg_ml.training.reference import TrainConfig
-from dmg_ml.training.runtime import training_threads
+from dmg_ml.runtime import training_threads
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
 from dmg_resources.warehouse import Warehouse
@@ -52,77 +52,42 @@ _DEPS = ["gene_windows", "m_values", "expression", "samples"]
 _MIN_PATIENTS = 5  # one per outer fold
 
 
-def _known_models(models: list[str]) -> list[str]:
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown or not models:
-        raise ValueError(f"models must be a non-empty list of {sorted(MODELS)}; got {models}")
-    return models
-
-
-class _ModelsConfig(Config):
-    """What every experiment takes: the models, an optional gene list, the folds' seed, workers."""
-
-    models: list[str] = Field(
-        default=list(EXPERIMENT_MODELS),
-        description="Registry models to cross-validate: " + ", ".join(MODELS) + ".",
-    )
-    genes: list[str] = Field(default_factory=list, description="Only these genes (default all).")
-    seed: int = Field(default=0, description="Seed of the folds: equal to the CNN's, same folds.")
-    n_jobs: int = Field(
-        default=0, description="Workers for the forests (rf, cascade_forest); 0: one per "
-        "physical core."
-    )
-
-    @field_validator("models")
-    @classmethod
-    def _known(cls, models: list[str]) -> list[str]:
-        return _known_models(models)
-
-
-class _ExperimentConfig(_ModelsConfig):
-    protocol: ProtocolName = Field(
-        default="honest", description="'honest' or the 'published' audit (the authors' folds)."
-    )
-
-
-class TissueConfig(_ExperimentConfig):
+class TissueConfig(WindowPiece, ProtocolPiece, GenesPiece, ModelsConfig):
+    models: list[str] = models_field(EXPERIMENT_MODELS)
     tissues: list[str] = Field(
         default=list(TISSUES), description="Sample sets to train and score on: all, tumour, normal."
     )
-    window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
 
     @field_validator("tissues")
     @classmethod
     def _tissues(cls, tissues: list[str]) -> list[str]:
+        """Dagster's config types cannot hold ``list[Tissue]``: the names are checked here."""
         if not tissues or not set(tissues) <= set(TISSUES):
             raise ValueError(f"tissues must be a non-empty list of {list(TISSUES)}; got {tissues}")
         return tissues
 
 
-class WindowConfig(_ExperimentConfig):
+class WindowExperimentConfig(ProtocolPiece, GenesPiece, ModelsConfig):
+    models: list[str] = models_field(EXPERIMENT_MODELS)
     windows: list[int] = Field(
         default=list(WINDOW_SIZES), description="Window half-widths W (bp) to compare."
     )
 
 
-class GeneralisationConfig(_ModelsConfig):
+class GeneralisationConfig(WindowPiece, GenesPiece, ModelsConfig):
+    models: list[str] = models_field(
+        GENERALISATION_MODELS, "'cnn' here: its saved fold models, from model_evaluation."
+    )
     targets: list[str] = Field(
         default_factory=list,
         description="Cohorts to predict (default: every other cohort the warehouse holds).",
     )
-    models: list[str] = Field(
-        default=list(GENERALISATION_MODELS),
-        description="Models fitted on this cohort's honest folds ('cnn': its saved fold models, "
-        "from cnn_models).",
-    )
-    window_bp: int = Field(default=DEFAULT_WINDOW_BP, description="Window half-width W (bp).")
 
 
 def _params(model: str, n_jobs: int, seed: int, device: TorchDevice) -> dict:
     if model == "cnn":
         torch_device = device.resolve()
-        config = TrainConfig(seed=seed, precision=device.resolve_precision(torch_device))
-        return {"config": config, "device": torch_device}
+        return {"precision": device.resolve_precision(torch_device), "device": torch_device}
     return parallel_params(model, n_jobs or training_threads())
 
 
@@ -132,7 +97,7 @@ def _genes(warehouse: Warehouse, cohort: str, window_bp: int,
     yield from genes_by_chromosome(warehouse, cohort, window_bp, genes).items()
 
 
-def _cross_validate(genes: list[GeneData], config: _ExperimentConfig,
+def _cross_validate(genes: list[GeneData], config: TissueConfig | WindowExperimentConfig,
                     device: TorchDevice) -> pd.DataFrame:
     frames = []
     for model in config.models:
@@ -196,7 +161,7 @@ def tissue_experiment(context: AssetExecutionContext, config: TissueConfig,
 
 @asset(partitions_def=cohort_partitions, group_name=GROUP, kinds={"scikitlearn", "duckdb"},
        deps=_DEPS, pool=POOL)
-def window_experiment(context: AssetExecutionContext, config: WindowConfig,
+def window_experiment(context: AssetExecutionContext, config: WindowExperimentConfig,
                       warehouse: Warehouse, device: TorchDevice) -> MaterializeResult:
     """The paper's window experiment: every model on the genes present in every window size
     (1 kb to 1 Mb by default), one row per window, model and gene."""
@@ -228,7 +193,7 @@ def window_experiment(context: AssetExecutionContext, config: WindowConfig,
 
 
 @asset(partitions_def=cohort_partitions, group_name=GROUP, kinds={"scikitlearn", "duckdb"},
-       deps=[*_DEPS, "cnn_checkpoints"])
+       deps=[*_DEPS, "model_registry"])
 def generalisation(context: AssetExecutionContext, config: GeneralisationConfig,
                    warehouse: Warehouse, checkpoints: CheckpointStore) -> MaterializeResult:
     """The paper's generalisation experiment: models trained on this cohort (the fold models of
@@ -252,7 +217,7 @@ def generalisation(context: AssetExecutionContext, config: GeneralisationConfig,
     table = pd.DataFrame(rows).dropna(subset=["r2"])
     if table.empty:
         raise ValueError(f"no gene of {source} is expressed in {targets}")
-    table = table.assign(protocol="honest", window_bp=config.window_bp, tissue="all")
+    table = table.assign(protocol=HONEST, window_bp=config.window_bp, tissue="all")
     key = ["target_cohort", "protocol", "window_bp", "model"] + (["gene"] if config.genes else [])
     table = validate("generalisation", table.assign(run_id=context.run_id))
     written = warehouse.replace_rows("generalisation", {"cohort": source}, table, key=key)
@@ -272,16 +237,16 @@ def _saved_cnns(warehouse: Warehouse, source: str, window_bp: int) -> dict[str, 
     """gene → (checkpoint key, sha256) of the source's honest CNNs (all samples, best weights)."""
     try:
         registry = warehouse.query(
-            "SELECT gene, path, sha256 FROM cnn_checkpoints WHERE cohort = ? AND window_bp = ? "
-            "AND protocol = 'honest' AND tissue = 'all' AND weights = 'best'",
-            [source, window_bp])
+            "SELECT gene, path, sha256 FROM model_registry WHERE cohort = ? AND window_bp = ? "
+            "AND protocol = ? AND tissue = 'all' AND model = 'cnn'",
+            [source, window_bp, HONEST])
     except Exception as exc:  # the view does not exist before the first training run
         registry, missing = pd.DataFrame(), exc
     else:
         missing = None
     if registry.empty:
         raise LookupError(f"no honest CNN checkpoints of {source} at W={window_bp:,}: "
-                          f"materialise cnn_models for {source} first, or leave 'cnn' out of "
+                          f"materialise model_evaluation for {source} first, or leave 'cnn' out of "
                           f"models ({missing or 'no rows'})")
     return {g: (p, s) for g, p, s in registry.itertuples(index=False)}
 

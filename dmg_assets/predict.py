@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from dmg_assets import runs
+from dmg_assets.commands import cohort_names, config_option, project_instance
 from dmg_assets.definitions import defs
 from dmg_assets.metadata import progress_counts
 from dmg_assets.partitions import prediction_batches
@@ -47,7 +48,6 @@ from dmg_assets.prediction import (
     prediction_job,
     validate_batch,
 )
-from dmg_assets.run import _cohort_names, _config_option, _instance
 from dmg_ml.prediction import PredictionInputError
 
 #: Config field → this command's flags (the first is the one help shows); the other fields of
@@ -68,7 +68,7 @@ class _Parser(argparse.ArgumentParser):
 
 class _Renamed:
     """A parser whose options are added under this command's flags (``_FLAGS``), so
-    ``_config_option`` gives ``--cohort`` the default, choices and help of ``training_cohort``."""
+    ``config_option`` gives ``--cohort`` the default, choices and help of ``training_cohort``."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         self.parser = parser
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lab_2024.tsv.gz)",
     )
     for field in _OPTIONS:
-        _config_option(_Renamed(parser), PredictionConfig, field)
+        config_option(_Renamed(parser), PredictionConfig, field)
     parser.add_argument(
         "--replace", action="store_true", default=PredictionConfig.model_fields["replace"].default,
         help="replace the batch's rows if it holds some (without it such a batch is refused)",
@@ -169,7 +169,7 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
         validate_batch(batch)
     except ValueError as exc:
         parser.error(f"--batch: {exc}")
-    (args.training_cohort,) = _cohort_names(parser, "--cohort", [args.training_cohort])
+    (args.training_cohort,) = cohort_names(parser, "--cohort", [args.training_cohort])
     config = _config(args)
     try:
         PredictionConfig(**config)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(batch: str, config: dict, log_level: str) -> int:
-    instance = _instance()
+    instance = project_instance()
     if batch not in instance.get_dynamic_partitions(prediction_batches.name):
         instance.add_dynamic_partitions(prediction_batches.name, [batch])
     loggers = {"console": {"config": {"log_level": log_level}}}

@@ -3,7 +3,7 @@ expression out, as one multi-asset on the dynamic ``prediction_batch`` partition
 
 ``prediction`` reads the file first (``dmg_ml.prediction.read_methylation``: a file it refuses
 fails the step with the reason, and nothing is written), then takes the training cohort's honest
-CNNs from the ``cnn_checkpoints`` registry (all samples, best weights, the configured window),
+CNNs from the ``model_registry`` registry (all samples, best weights, the configured window),
 leaves out the genes whose honest R² is below ``min_r2``, predicts the others with
 ``predict_genes`` (missing probes take the training means; genes and samples below
 ``min_coverage`` are skipped) and writes two tables in one warehouse transaction, one partition
@@ -22,7 +22,10 @@ are ``PredictionInputError`` (the file) and ``PredictionRefused`` (the batch, th
 genes), each message saying what to do.
 
 ``python -m dmg_assets.predict FILE`` registers a batch and runs ``prediction_job``
-(``dmg_assets.predict``).
+(``dmg_assets.predict``). Which models a batch uses and what it leaves out is
+``dmg_ml.prediction.selection``; the tables' schemas are ``dmg_ml.prediction.schemas``. The
+module stays whole (just over 400 lines): the config, the batch checks and the step are one
+asset's.
 """
 
 import re
@@ -31,7 +34,6 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from dagster import (
@@ -49,22 +51,29 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from dmg_assets.metadata import ProgressClock, markdown_table, progress_line
-from dmg_assets.partitions import DEFAULT_COHORTS, prediction_batches
-from dmg_ml.data.genome import CHROMOSOMES
+from dmg_assets.partitions import prediction_batches
+from dmg_ml import defaults
+from dmg_ml.data.splits import HONEST
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP
-from dmg_ml.evaluation.cv import GeneCheckpoint
-from dmg_ml.evaluation.schemas import validate
+from dmg_ml.models.checkpoint import GeneCheckpoint
 from dmg_ml.prediction import (
     DEFAULT_MIN_COVERAGE,
     DEFAULT_MIN_R2,
     PREDICTION_COLUMNS,
-    SKIPPED_COLUMNS,
     GenePrediction,
     MethylationInput,
-    PredictionInputError,
     SkippedGene,
     predict_genes,
     read_methylation,
+)
+from dmg_ml.prediction.schemas import arrow_schema, validate
+from dmg_ml.prediction.selection import (
+    PredictionRefused,
+    all_skipped,
+    chosen,
+    in_genome_order,
+    nothing_predicted,
+    r2_gate,
 )
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.source import validate_cohort
@@ -73,36 +82,15 @@ from dmg_resources.warehouse import Warehouse
 GROUP = "prediction"
 TABLES = ("predicted_expression", "prediction_skipped")
 MODEL = "cnn"
-PROTOCOL = "honest"
+PROTOCOL = HONEST
 #: The cohort whose models predict by default: the study trains on BRCA.
-DEFAULT_TRAINING_COHORT = DEFAULT_COHORTS[0]
+DEFAULT_TRAINING_COHORT = defaults.TRAINING_COHORT
 #: What a methylation file holds; ``auto`` detects β or M values. The values of
 #: ``dmg_ml.prediction.inputs.SCALES``, as a ``Literal`` so the config checks them.
 ScaleOption = Literal["auto", "beta", "m_value"]
 #: A batch name: letters, digits, dashes and underscores, starting with a letter or digit.
 BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
-#: Parquet types of the two tables (a skip list without a sample-level row, or empty, keeps its
-#: column types); the batch is the partition directory.
-ARROW_SCHEMAS = {
-    "predicted_expression": pa.schema([
-        ("sample", pa.string()), ("gene", pa.string()), ("model", pa.string()),
-        ("training_cohort", pa.string()), ("protocol", pa.string()), ("window_bp", pa.int64()),
-        ("prediction", pa.float64()), ("lower", pa.float64()), ("upper", pa.float64()),
-        ("coverage", pa.float64()), ("n_missing_probes", pa.int64()), ("scale", pa.string()),
-        ("run_id", pa.string()),
-    ]),
-    "prediction_skipped": pa.schema([
-        ("gene", pa.string()), ("sample", pa.string()), ("reason", pa.string()),
-        ("coverage", pa.float64()), ("run_id", pa.string()),
-    ]),
-}
-_CHROMOSOME_ORDER = {c: i for i, c in enumerate(CHROMOSOMES)}
 _PREVIEW_ROWS = 10
-
-
-class PredictionRefused(ValueError):
-    """The step will not predict: the batch holds rows (and ``replace`` is off), no trained model
-    or gene to predict with. The message says what to do; nothing was written."""
 
 
 def validate_batch(name: str) -> str:
@@ -173,7 +161,7 @@ class PredictionConfig(Config):
     )
     training_cohort: str = Field(
         default=DEFAULT_TRAINING_COHORT,
-        description="Cohort whose trained CNNs predict (its cnn_models must have run).",
+        description="Cohort whose trained CNNs predict (its model_evaluation must have run).",
     )
     window_bp: int = Field(
         default=DEFAULT_WINDOW_BP, description="Window half-width W (bp) of the models used."
@@ -250,12 +238,12 @@ def _registry(warehouse: Warehouse, cohort: str, window_bp: int) -> pd.DataFrame
     none."""
     try:
         registry = warehouse.query(
-            "SELECT gene, chromosome, path, sha256, r2 FROM cnn_checkpoints WHERE cohort = ? "
-            "AND window_bp = ? AND protocol = ? AND tissue = 'all' AND weights = 'best'",
+            "SELECT gene, chromosome, path, sha256, r2 FROM model_registry WHERE cohort = ? "
+            "AND window_bp = ? AND protocol = ? AND tissue = 'all' AND model = 'cnn'",
             [cohort, window_bp, PROTOCOL])
         trained = warehouse.query(
-            "SELECT DISTINCT cohort, window_bp FROM cnn_checkpoints WHERE protocol = ? "
-            "AND tissue = 'all' AND weights = 'best' ORDER BY ALL", [PROTOCOL])
+            "SELECT DISTINCT cohort, window_bp FROM model_registry WHERE protocol = ? "
+            "AND tissue = 'all' AND model = 'cnn' ORDER BY ALL", [PROTOCOL])
     except duckdb.CatalogException:  # no training run yet: the view does not exist
         registry = trained = pd.DataFrame()
     if registry.empty:
@@ -267,36 +255,7 @@ def _registry(warehouse: Warehouse, cohort: str, window_bp: int) -> pd.DataFrame
             f"{window_bp}), or pick a training cohort and window that has models"
             + (f" ({there})" if there else " (none has any yet)")
         )
-    order = registry["chromosome"].map(_CHROMOSOME_ORDER).fillna(len(CHROMOSOMES))
-    return (registry.assign(_order=order).sort_values(["_order", "gene"])
-            .drop(columns="_order").reset_index(drop=True))
-
-
-def _chosen(registry: pd.DataFrame, genes: list[str], cohort: str,
-            window_bp: int) -> pd.DataFrame:
-    if not genes:
-        return registry
-    unknown = sorted(set(genes) - set(registry["gene"]))
-    if unknown:
-        raise PredictionRefused(f"genes without a trained CNN of {cohort} at W={window_bp:,}: "
-                                f"{unknown[:10]} ({len(unknown)} in all)")
-    return registry[registry["gene"].isin(set(genes))].reset_index(drop=True)
-
-
-def _r2_skipped(low: pd.DataFrame, cohort: str, min_r2: float) -> pd.DataFrame:
-    """Rows of ``SKIPPED_COLUMNS`` for the genes left out for their honest R² (their models are
-    not read, so their coverage is unknown: null)."""
-    def reason(r2: float) -> str:
-        if np.isnan(r2):
-            return f"honest R² in {cohort} undefined, below the threshold {min_r2:g}"
-        return f"honest R² {r2:.3f} in {cohort} is below the threshold {min_r2:g}"
-
-    return pd.DataFrame({
-        "gene": low["gene"].to_numpy(dtype=object),
-        "sample": pd.Series([None] * len(low), dtype=object),
-        "reason": [reason(r2) for r2 in low["r2"]],
-        "coverage": np.full(len(low), np.nan),
-    }, columns=SKIPPED_COLUMNS)
+    return in_genome_order(registry)
 
 
 def _loaded(store: CheckpointStore, registry: pd.DataFrame,
@@ -309,35 +268,12 @@ def _loaded(store: CheckpointStore, registry: pd.DataFrame,
         yield gene, checkpoint
 
 
-def _nothing_predicted(data: MethylationInput, skipped: pd.DataFrame, model_probes: set[str],
-                       config: PredictionConfig) -> PredictionInputError:
-    """Why a file predicted no gene: it shares no probe with the models, or too few."""
-    shared = len(model_probes & set(data.m_values.index))
-    genes = len(skipped["gene"].unique())
-    if not shared:
-        examples = [str(p) for p in data.m_values.index[:3]]
-        return PredictionInputError(
-            f"{data.source}: no probe in common with the models: none of its {data.n_probes:,} "
-            f"probes (e.g. {examples}) is one of the {len(model_probes):,} probes of "
-            f"{config.training_cohort}'s {genes} models at W={config.window_bp:,}; the file "
-            "needs 450K or EPIC probe ids of the genes' windows"
-        )
-    best = skipped.loc[skipped["coverage"].idxmax()]
-    return PredictionInputError(
-        f"{data.source}: no gene could be predicted: the file holds {shared:,} of the models' "
-        f"{len(model_probes):,} probes, and every one of the {genes} genes (or every sample of "
-        f"it) is below the probe coverage threshold {config.min_coverage:.0%} (best: "
-        f"{best['gene']}, {best['coverage']:.1%}); lower min_coverage to predict them from "
-        "fewer probes"
-    )
-
-
 def _tables(predictions: pd.DataFrame, skipped: pd.DataFrame, data: MethylationInput,
             config: PredictionConfig, run_id: str) -> dict[str, pd.DataFrame]:
     predicted = predictions.assign(
         model=MODEL, training_cohort=config.training_cohort, protocol=PROTOCOL,
         window_bp=config.window_bp, scale=data.scale, run_id=run_id,
-    )[list(ARROW_SCHEMAS["predicted_expression"].names)]
+    )[arrow_schema("predicted_expression").names]
     return {
         "predicted_expression": validate("predicted_expression", predicted),
         "prediction_skipped": validate("prediction_skipped", skipped.assign(run_id=run_id)),
@@ -346,7 +282,7 @@ def _tables(predictions: pd.DataFrame, skipped: pd.DataFrame, data: MethylationI
 
 def _arrow(table: str, frame: pd.DataFrame) -> pa.Table:
     """``frame`` with its table's Parquet types; a missing sample or coverage becomes null."""
-    return pa.Table.from_pandas(frame, schema=ARROW_SCHEMAS[table], preserve_index=False)
+    return pa.Table.from_pandas(frame, schema=arrow_schema(table), preserve_index=False)
 
 
 def _writable(warehouse: Warehouse, skipped: pd.DataFrame) -> Warehouse:
@@ -373,7 +309,7 @@ def _skip_counts(skipped: pd.DataFrame, n_low_r2: int, config: PredictionConfig)
     specs=[
         AssetSpec(
             "predicted_expression", group_name=GROUP, kinds={"pytorch", "duckdb"},
-            deps=[AssetDep("cnn_checkpoints", partition_mapping=AllPartitionMapping())],
+            deps=[AssetDep("model_registry", partition_mapping=AllPartitionMapping())],
             description="Expression predicted for a batch of new samples (a lab's methylation "
             "file) by a training cohort's honest CNNs: one row per sample and gene, the mean of "
             "the gene's fold models with their range (lower, upper) and the sample's probe "
@@ -381,7 +317,7 @@ def _skip_counts(skipped: pd.DataFrame, n_low_r2: int, config: PredictionConfig)
         ),
         AssetSpec(
             "prediction_skipped", group_name=GROUP, kinds={"duckdb"},
-            deps=[AssetDep("cnn_checkpoints", partition_mapping=AllPartitionMapping())],
+            deps=[AssetDep("model_registry", partition_mapping=AllPartitionMapping())],
             description="What a prediction batch left out, with the reason: genes whose honest "
             "R² or probe coverage is below the threshold, and samples left out of one gene for "
             "their own coverage.",
@@ -400,18 +336,11 @@ def prediction(context: AssetExecutionContext, config: PredictionConfig, warehou
     data = read_methylation(config.input_path, config.scale)  # bad input fails here, first
     context.log.info(data.summary())
     cohort = config.training_cohort
-    registry = _chosen(_registry(warehouse, cohort, config.window_bp), config.genes, cohort,
-                       config.window_bp)
-    low_r2 = ~(registry["r2"] >= config.min_r2)  # NaN R² is no evidence of a model: left out
-    if low_r2.all():
-        raise PredictionRefused(
-            f"no gene to predict: none of the {len(registry)} CNNs of {cohort} at "
-            f"W={config.window_bp:,} has an honest R² of at least {config.min_r2:g} (best "
-            f"{registry['r2'].max():.3f}); lower min_r2"
-        )
-    models = registry[~low_r2]
+    registry = chosen(_registry(warehouse, cohort, config.window_bp), config.genes, cohort,
+                      config.window_bp)
+    models, gated = r2_gate(registry, config.min_r2, cohort, config.window_bp)
     context.log.info(f"{data.n_samples} samples × {len(models)} genes of {cohort} "
-                     f"(W={config.window_bp:,}; {int(low_r2.sum())} genes with an honest R² "
+                     f"(W={config.window_bp:,}; {len(gated)} genes with an honest R² "
                      f"below {config.min_r2:g} left out)")
     model_probes: set[str] = set()
     predictions, skipped = predict_genes(
@@ -419,10 +348,9 @@ def prediction(context: AssetExecutionContext, config: PredictionConfig, warehou
         on_gene_done=_Progress(context, len(models)),
     )
     if predictions.empty:
-        raise _nothing_predicted(data, skipped, model_probes, config)
-    gated = _r2_skipped(registry[low_r2], cohort, config.min_r2)
-    skipped = pd.concat([f for f in (gated, skipped) if not f.empty] or [skipped],
-                        ignore_index=True)
+        raise nothing_predicted(data, skipped, model_probes, cohort, config.window_bp,
+                                config.min_coverage)
+    skipped = all_skipped(gated, skipped)
     tables = _tables(predictions, skipped, data, config, context.run_id)
     rows = {}
     with _writable(warehouse, skipped).transaction() as transaction:
@@ -433,7 +361,7 @@ def prediction(context: AssetExecutionContext, config: PredictionConfig, warehou
                     "nothing was written: pass --replace (replace: true) to replace it, or name "
                     "another batch (--batch NAME)"))
             rows[name] = transaction.write(name, {"batch": batch}, _arrow(name, frame))
-    yield from _results(batch, tables, rows, data, config, int(low_r2.sum()), warehouse)
+    yield from _results(batch, tables, rows, data, config, len(gated), warehouse)
 
 
 def _results(batch: str, tables: dict[str, pd.DataFrame], rows: dict[str, int],

@@ -86,7 +86,7 @@ def evaluation_report(context: AssetExecutionContext, warehouse: Warehouse,
     cohort = context.partition_key
     gene_metrics = _rows(warehouse, "gene_metrics", "cohort", cohort)
     if gene_metrics is None or gene_metrics.empty:
-        raise NothingToReport(f"{cohort}: gene_metrics has no rows: materialise cnn_models or "
+        raise NothingToReport(f"{cohort}: gene_metrics has no rows: materialise "
                               "model_evaluation first")
     ground_truth = _ground_truth(source, cohort)
     inputs = ReportInputs(

@@ -7,7 +7,7 @@ Dagster instance, so the UI shows them: ``$DAGSTER_HOME`` when it is set (it mus
 project's, ``.dagster_home`` beside the data directory, where ``make run`` keeps it too (created
 on first use, as the Makefile creates it).
 
-The options (``dmg_assets.cli.run_parser``) are checked before any work: cohort names against
+The options (``dmg_assets.options.run_parser``) are checked before any work: cohort names against
 their one rule (``validate_cohort``), the training options against ``TrainingConfig``, the models
 against ``EvaluationConfig``, the window against the windows the data layer builds, and the genes
 against the genes the hub lists when it lists them (a synthetic hub; on another, once its data
@@ -24,78 +24,24 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Literal, get_args, get_origin
 
 from dagster import AssetKey, Config, DagsterInstance, MultiPartitionKey
-from dagster._core.errors import DagsterError, DagsterHomeNotSetError
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from dmg_assets import cli, runs
+from dmg_assets import options, runs
+from dmg_assets.commands import cohort_names, limit_pool, project_instance
 from dmg_assets.definitions import SOURCE_URL, defs
 from dmg_assets.evaluation import EvaluationConfig
+from dmg_assets.experiments import GeneralisationConfig, TissueConfig, WindowExperimentConfig
 from dmg_assets.inputs import genes_by_chromosome
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.report import report_path
-from dmg_assets.training import POOL, TrainingConfig
 from dmg_ml.data.genome import CHROMOSOMES
 from dmg_ml.data.windows import WINDOW_SIZES
 from dmg_ml.data.xena import GROUND_TRUTH_PATH, PROBE_MAP_PATH, methylation_path
 from dmg_ml.synthetic.writer import MANIFEST, SMALL, hub_manifest, write_synthetic_hub
-from dmg_resources import settings
-from dmg_resources.source import CohortNotFound, SourceUnavailable, validate_cohort
-
-#: The project's Dagster instance, beside the data directory (the Makefile's
-#: ``$(CURDIR)/.dagster_home`` beside its ``data/``), and the ``dagster.yaml`` it is created
-#: with: the Makefile's, no telemetry. tests/test_cli_errors.py checks both against the Makefile.
-INSTANCE_DIR = ".dagster_home"
-INSTANCE_YAML = "telemetry:\n  enabled: false\n"
-
-
-def project_home() -> Path:
-    """Where the project's Dagster instance lives: ``.dagster_home`` beside the data directory."""
-    return Path(settings.DATA_DIR).resolve().parent / INSTANCE_DIR
-
-
-def _instance() -> DagsterInstance:
-    """The Dagster instance every command records its runs in: ``$DAGSTER_HOME`` when set, else
-    the project's (:func:`project_home`), created when missing with the Makefile's
-    ``dagster.yaml`` and the training pool limited as :func:`_materialise` limits it.
-
-    A ``$DAGSTER_HOME`` that Dagster cannot use (no such directory, a relative path, a broken
-    ``dagster.yaml``) ends the command with one line and exit 2: a temporary instance would lose
-    the run history and the pool that runs share, and creating a mistyped directory would split
-    them.
-    """
-    try:
-        return DagsterInstance.get()
-    except DagsterHomeNotSetError:
-        pass
-    except Exception as exc:  # no such directory, a relative path, a dagster.yaml it refuses
-        said = " ".join(str(exc).split()).split(". Dagster requires")[0].rstrip(".")
-        if not isinstance(exc, DagsterError):
-            said = f"{type(exc).__name__}: {said}"
-        print(f"error: {said} (DAGSTER_HOME names the Dagster instance: an existing directory, "
-              f"by its absolute path; unset, the runs go to the project's, {project_home()})",
-              file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    home = project_home()
-    created = not (home / "dagster.yaml").exists()
-    if created:
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "dagster.yaml").write_text(INSTANCE_YAML)
-        print(f"created the project's Dagster instance {home} (DAGSTER_HOME is not set): its "
-              "runs show in make dev's UI", flush=True)
-    instance = DagsterInstance.from_config(str(home))
-    if created:
-        _limit_pool(instance)
-    return instance
-
-
-def _limit_pool(instance: DagsterInstance) -> None:
-    """One slot of the training pool per GPU, one on CPU."""
-    if instance.event_log_storage.supports_global_concurrency_limits:
-        instance.event_log_storage.set_concurrency_slots(POOL, max(1, _gpus()))
+from dmg_resources.source import CohortNotFound, SourceUnavailable
 
 
 def ensure_synthetic_hub(base: str, cohorts: list[str]) -> None:
@@ -137,74 +83,51 @@ def unknown_genes(base: str, cohorts: list[str], genes: list[str]) -> str | None
     return None
 
 
-def _training_config(args: argparse.Namespace) -> dict:
-    config = {field: getattr(args, field) for field in cli.TRAINING_OPTIONS}
-    config["restore_best_weights"] = not args.keep_last_weights
-    return {"ops": {"cnn_models": {"config": config}}}
+def _options(args: argparse.Namespace) -> dict:
+    """The config fields ``args`` sets: every ``dmg run`` option under its field's name."""
+    fields = {field: getattr(args, field) for field in options.TRAINING_OPTIONS}
+    return fields | {"models": args.models, "genes": args.genes or [],
+                      "restore_best_weights": not args.keep_last_weights}
 
 
-def _evaluation_config(args: argparse.Namespace) -> dict:
-    config = {"models": args.models, "window_bp": args.window_bp, "protocol": args.protocol,
-              "seed": args.seed}
-    return {"ops": {"model_evaluation": {"config": config}}}
+def _run_config(op: str, config: type[Config], options: dict,
+                leave_out: tuple[str, ...] = ()) -> dict:
+    """The run config of ``op``: each option mapped onto the field of ``config`` it names (less
+    ``leave_out``); the config's defaults for the rest."""
+    fields = {k: v for k, v in options.items()
+              if k in config.model_fields and k not in leave_out}
+    return {"ops": {op: {"config": fields}}}
 
 
-def _config_option(parser: argparse.ArgumentParser, config: type[Config], field: str,
-                   **overrides) -> None:
-    """``--field-name`` with the config field's default, choices (a ``Literal``) and help."""
-    info = config.model_fields[field]
-    options: dict = {"default": info.default, "help": f"{info.description} (default %(default)s)"}
-    if get_origin(info.annotation) is Literal:
-        options["choices"] = get_args(info.annotation)
-    elif get_origin(info.annotation) is list:
-        options |= {"nargs": "*", "default": info.get_default(call_default_factory=True)}
-    else:
-        options["type"] = info.annotation
-    parser.add_argument("--" + field.replace("_", "-"), dest=field, **(options | overrides))
+def _evaluation_config(args: argparse.Namespace, genes: list[str] | None = None) -> dict:
+    options = _options(args) | ({"genes": genes} if genes is not None else {})
+    return _run_config("model_evaluation", EvaluationConfig, options)
 
 
-def _with_genes(run_config: dict, genes: list[str]) -> dict:
-    """``run_config`` with every op's config limited to ``genes`` (when a list was given)."""
-    if not genes:
-        return run_config
-    return {"ops": {op: {"config": {**body["config"], "genes": genes}}
-                    for op, body in run_config["ops"].items()}}
+#: Each experiment's config class. ``--models`` picks the models of the main cross-validation;
+#: the experiments keep their own lighter defaults (``EXPERIMENT_MODELS``), so it is not mapped
+#: onto them.
+EXPERIMENT_CONFIGS = {"tissue_experiment": TissueConfig,
+                      "window_experiment": WindowExperimentConfig,
+                      "generalisation": GeneralisationConfig}
 
 
 def _experiment_config(args: argparse.Namespace, experiment: str) -> dict:
-    config: dict = {"genes": args.genes or []}
-    if experiment == "window_experiment":
-        config["protocol"] = args.protocol
-    elif experiment == "tissue_experiment":
-        config |= {"window_bp": args.window_bp, "protocol": args.protocol}
-    else:
-        config["window_bp"] = args.window_bp
-    return {"ops": {experiment: {"config": config}}}
+    return _run_config(experiment, EXPERIMENT_CONFIGS[experiment], _options(args),
+                       leave_out=("models",))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m dmg_assets.run``: those of ``dmg run``."""
-    return cli.run_parser(prog="python -m dmg_assets.run")
-
-
-def _cohort_names(parser: argparse.ArgumentParser, option: str, names: list[str]) -> list[str]:
-    """``names`` upper-cased, or an argparse error (exit 2) naming the first one that is bad."""
-    for name in names:
-        try:
-            validate_cohort(name.upper())
-        except ValueError as exc:
-            parser.error(f"{option}: {exc}")
-    return [name.upper() for name in names]
+    return options.run_parser(prog="python -m dmg_assets.run")
 
 
 def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse (argparse error, exit 2) what the runs' configs would refuse once the data layer
     had run: the same config classes check the same values, before any work."""
     try:
-        config = TrainingConfig(**_training_config(args)["ops"]["cnn_models"]["config"])
-        if args.models:
-            EvaluationConfig(**_evaluation_config(args)["ops"]["model_evaluation"]["config"])
-        config.train_config(precision="fp32")
+        config = EvaluationConfig(**_evaluation_config(args)["ops"]["model_evaluation"]["config"])
+        config.train_config(precision="fp32", seed=config.seed)
     except ValidationError as exc:
         error = exc.errors()[0]
         flag = "--" + str(error["loc"][0]).replace("_", "-")
@@ -223,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def drive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The run ``args`` asks for, its options checked first (``parser.error`` refuses them)."""
-    cohorts = _cohort_names(parser, "--cohorts", args.cohorts)
+    cohorts = cohort_names(parser, "--cohorts", args.cohorts)
     if args.train is None:
-        default = cli.DEFAULT_TRAINING_COHORT
+        default = options.DEFAULT_TRAINING_COHORT
         args.train = [default] if default in cohorts else cohorts[:1]
-    train = _cohort_names(parser, "--train", args.train)
+    train = cohort_names(parser, "--train", args.train)
     _check_options(parser, args)
-    instance = _instance()
+    instance = project_instance()
     runs.log_to_terminal()
     return runs.until_interrupted(lambda: runs.in_one_line(
         lambda: _materialise(args, cohorts, train, instance), verbose=args.verbose))
@@ -298,15 +221,21 @@ class _Progress:
 def _cohort_work(args: argparse.Namespace, genes: dict[str, int], others: int) -> float:
     """The work of training and evaluating one cohort with ``genes`` per chromosome, then its
     summaries, experiments and report."""
-    total = sum(step_work("training", n) + step_work("evaluating", n, len(args.models))
-                for n in genes.values())
-    models = len(args.models) + 1
+    total = sum(_evaluation_work(args, n) for n in genes.values())
+    models = len(args.models)
     for experiment in args.experiments:
         if experiment == "window":
             total += step_work("window experiment", sum(genes.values()), models)
         elif experiment != "generalisation" or others:
             total += step_work("experiment", sum(genes.values()), models)
     return total + step_work("summaries") + step_work("report")
+
+
+def _evaluation_work(args: argparse.Namespace, genes: int) -> float:
+    """A chromosome's cross-validation: the CNN's share and the other models'."""
+    others = [m for m in args.models if m != "cnn"]
+    return (step_work("training", genes) * ("cnn" in args.models)
+            + step_work("evaluating", genes, len(others)))
 
 
 def _assumed_genes(args: argparse.Namespace) -> dict[str, int]:
@@ -339,7 +268,7 @@ def _materialise(args: argparse.Namespace, cohorts: list[str], train: list[str],
         return 2
     known = set(instance.get_dynamic_partitions(cohort_partitions.name))
     instance.add_dynamic_partitions(cohort_partitions.name, [c for c in cohorts if c not in known])
-    _limit_pool(instance)
+    limit_pool(instance)
     progress = _Progress(_planned_work(args, cohorts, train),
                          "INFO" if args.verbose else "WARNING")
     try:
@@ -358,11 +287,10 @@ def _run_all(args: argparse.Namespace, cohorts: list[str], train: list[str],
                      work=step_work("data layer"))
         progress.say(f"data layer: {cohort} done")
 
-    training_job = defs.resolve_job_def("training_job")
     evaluation_job = defs.resolve_job_def("evaluation_job")
     summary_job = defs.resolve_implicit_global_asset_job_def()
-    summaries = [AssetKey("cnn_summary"), AssetKey("r2_by_cpg_count")]
-    summaries += [AssetKey("model_comparison")] if args.models else []
+    summaries = [AssetKey("model_summary"), AssetKey("r2_by_cpg_count")]
+    summaries += [AssetKey("model_comparison")] if len(args.models) > 1 else []
     warehouse = defs.resources["warehouse"]
     routed = {c: genes_by_chromosome(warehouse, c, args.window_bp, args.genes or [])
               for c in train}
@@ -375,13 +303,9 @@ def _run_all(args: argparse.Namespace, cohorts: list[str], train: list[str],
             key = MultiPartitionKey({"cohort": cohort, "chromosome": chromosome})
             genes = routed[cohort].get(chromosome, []) if args.genes else []
             n = len(routed[cohort].get(chromosome, []))
-            progress.run(f"training {cohort} {chromosome}", training_job, instance,
-                         partition_key=key, work=step_work("training", n),
-                         run_config=_with_genes(_training_config(args), genes))
-            if args.models:
-                progress.run(f"evaluating {cohort} {chromosome}", evaluation_job, instance,
-                             partition_key=key, work=step_work("evaluating", n, len(args.models)),
-                             run_config=_with_genes(_evaluation_config(args), genes))
+            progress.run(f"evaluating {cohort} {chromosome}", evaluation_job, instance,
+                         partition_key=key, work=_evaluation_work(args, n),
+                         run_config=_evaluation_config(args, genes))
             progress.say(_chromosome_line(warehouse, args, cohort, chromosome))
         progress.run(f"summaries {cohort}", summary_job, instance, partition_key=cohort,
                      asset_selection=summaries, work=step_work("summaries"))
@@ -409,7 +333,7 @@ def _print_results(args: argparse.Namespace, train: list[str]) -> None:
     views = ["cohort_overview"] + (["model_summary"] if train else [])
     for view in views:
         print(warehouse.query(f"SELECT * FROM {view} ORDER BY ALL").to_string(index=False))
-    if train and args.models:
+    if train and len(args.models) > 1:
         print(warehouse.query(
             "SELECT cohort, model_a, model_b, genes, round(mean_delta, 3) AS mean_dR2, "
             "round(share_a_wins, 2) AS a_wins, wilcoxon_p, round(ci_low, 3) AS ci_low, "
@@ -426,7 +350,7 @@ def _print_results(args: argparse.Namespace, train: list[str]) -> None:
 def _experiments(args: argparse.Namespace, instance: DagsterInstance, job, cohort: str,
                  others: int, progress: _Progress, genes: int) -> None:
     """The requested experiments of ``cohort``, then its report (which notes any not run)."""
-    models = len(args.models) + 1
+    models = len(args.models)
     for experiment in args.experiments:
         asset = f"{experiment}_experiment" if experiment != "generalisation" else experiment
         if asset == "generalisation" and not others:
@@ -439,10 +363,6 @@ def _experiments(args: argparse.Namespace, instance: DagsterInstance, job, cohor
         progress.say(f"experiment {experiment} on {cohort}: done")
     progress.run(f"report {cohort}", job, instance, partition_key=cohort,
                  asset_selection=[AssetKey("evaluation_report")], work=step_work("report"))
-
-
-def _gpus() -> int:
-    return defs.resources["device"].gpu_count()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ Runs without these tags, launched from the UI or with ``dagster job launch``, ar
 its run monitoring (the daemon, ``run_monitoring`` in ``dagster.yaml``) and the UI's "Terminate"
 and "Free concurrency slots". Only a process on this host can be checked: runs tagged with another
 host are left alone too.
+
+It stays one module (over 400 lines): the tags a run is launched with, the check that reads them
+back, the pool wait and the signal handling are one life cycle of a terminal run.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are
     monkeypatch.chdir(tmp_path)
     # An in-memory instance keeps its 15 runs fast (the project's instance, on disk, is
     # test_cli_errors.py's)
-    monkeypatch.setattr(run, "_instance", DagsterInstance.ephemeral)
+    monkeypatch.setattr(run, "project_instance", DagsterInstance.ephemeral)
     shutil.copytree(tiny_hub, tmp_path / SOURCE_URL)
     code = run.main(["--cohorts", "BRCA", "COAD", "--genes", *_two_chromosomes(tiny_hub),
-                     "--max-epochs", "5", "--patience", "2", "--models", "mean",
+                     "--max-epochs", "5", "--patience", "2", "--models", "cnn", "mean",
                      "--experiments", "tissue"])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from dmg_assets import cli, run
-from dmg_assets.definitions import DATA_DIR, SOURCE_URL
+from dmg_assets import cli, commands, run
+from dmg_assets.definitions import DATA_DIR, SOURCE_URL, defs
 from dmg_ml.data.xena import EXPRESSION_PATH, GROUND_TRUTH_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,17 +95,18 @@ def test_a_dagster_home_that_does_not_exist_is_an_error_not_a_temporary_instance
 def test_without_dagster_home_the_runs_go_to_the_projects_instance(project):
     """The instance the Makefile gives ``make run`` (.dagster_home beside data/, no telemetry),
     created when missing, its training pool limited as the driver limits it."""
-    instance = run._instance()
+    instance = commands.project_instance()
     home = project / ".dagster_home"
     assert Path(instance.root_directory).resolve() == home.resolve()
     assert not instance.is_ephemeral
-    assert (home / "dagster.yaml").read_text() == run.INSTANCE_YAML
-    assert instance.event_log_storage.get_concurrency_info(POOL).slot_count == max(1, run._gpus())
-    again = run._instance()
+    assert (home / "dagster.yaml").read_text() == commands.INSTANCE_YAML
+    assert instance.event_log_storage.get_concurrency_info(POOL).slot_count == max(
+        1, defs.resources["device"].gpu_count())
+    again = commands.project_instance()
     assert Path(again.root_directory).resolve() == home.resolve()
     makefile = (ROOT / "Makefile").read_text()  # the same instance as make run's
-    assert "export DAGSTER_HOME := $(CURDIR)/" + run.INSTANCE_DIR in makefile
-    assert "printf '" + run.INSTANCE_YAML.replace("\n", "\\n") + "' > $@" in makefile
+    assert "export DAGSTER_HOME := $(CURDIR)/" + commands.INSTANCE_DIR in makefile
+    assert "printf '" + commands.INSTANCE_YAML.replace("\n", "\\n") + "' > $@" in makefile
     assert Path(DATA_DIR).resolve().parent == project.resolve()
 
 
@@ -140,7 +141,7 @@ def test_a_data_layer_refusal_is_one_line_without_a_traceback(hub, project, caps
     assert "header has no sample columns" in line
     assert "Traceback" not in captured.out + captured.err
     # the run is in the project's instance, where the UI of make dev shows it
-    instance = DagsterInstance.from_config(str(project / run.INSTANCE_DIR))
+    instance = DagsterInstance.from_config(str(project / commands.INSTANCE_DIR))
     assert [r.job_name for r in instance.get_runs()] == ["data_layer_job"]
 
 

@@ -54,30 +54,33 @@ def _actions(parser) -> list[tuple]:
 
 def test_the_run_options_mirror_their_configs():
     import argparse
+    from typing import get_args
 
-    from dmg_assets import run
-    from dmg_assets.evaluation import DEFAULT_MODELS, EvaluationConfig
-    from dmg_assets.training import TrainingConfig
+    from dmg_assets import options, run
+    from dmg_assets.commands import config_option
+    from dmg_assets.evaluation import EvaluationConfig
+    from dmg_ml import defaults
     from dmg_ml.data.xena import DEFAULT_COHORTS
-    from dmg_ml.models.registry import MODELS
+    from dmg_ml.evaluation.registry import MODELS, ModelName
 
     light = {a.dest: a for a in cli.run_parser()._actions}
     reference = argparse.ArgumentParser()
-    for field in cli.TRAINING_OPTIONS:
-        run._config_option(reference, TrainingConfig, field)
+    for field in options.TRAINING_OPTIONS:
+        config_option(reference, EvaluationConfig, field)
     for action in reference._actions[1:]:
         mirrored = light[action.dest]
         assert (mirrored.default, mirrored.choices, mirrored.type, mirrored.help) == (
             action.default, action.choices, action.type, action.help), action.dest
-    assert light["models"].default == list(DEFAULT_MODELS)
-    assert EvaluationConfig.model_fields["models"].default == list(DEFAULT_MODELS)
-    assert tuple(m for m in MODELS if m != "cnn") == cli.BASELINE_MODELS
+    assert light["models"].default == list(defaults.MODELS) == ["cnn", "enet", "mean", "rf"]
+    assert light["models"].nargs == "+"
+    assert EvaluationConfig.model_fields["models"].default == list(defaults.MODELS)
+    assert options.MODELS == tuple(MODELS) == get_args(ModelName)
     assert light["cohorts"].default == list(DEFAULT_COHORTS)
     assert run.build_parser().prog == "python -m dmg_assets.run"
 
 
 def test_the_light_predict_parser_mirrors_the_commands_own():
-    """``dmg predict --help`` is served by cli.predict_parser, which must say what
+    """``dmg predict --help`` is served by options.predict_parser, which must say what
     ``dmg_assets.predict.build_parser`` accepts (update the mirror when that changes)."""
     from dmg_assets import predict
 

@@ -10,11 +10,13 @@ def test_definitions_load_with_every_asset_and_job():
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"samples", "probes", "m_values", "expression", "gene_promoters", "gene_windows",
-            "cnn_gene_metrics", "cnn_fold_metrics", "cnn_predictions", "cnn_checkpoints",
-            "cnn_summary", "model_gene_metrics", "model_comparison", "r2_by_cpg_count",
+            "gene_metrics", "fold_metrics", "predictions", "cnn_training", "model_registry",
+            "model_summary", "model_comparison", "r2_by_cpg_count",
             "tissue_experiment", "window_experiment", "generalisation", "evaluation_report",
             "predicted_expression", "prediction_skipped"} <= keys
-    assert defs.resolve_job_def("data_layer_job") and defs.resolve_job_def("training_job")
+    assert not {"cnn_gene_metrics", "cnn_checkpoints", "cnn_summary", "model_gene_metrics"} & keys
+    assert defs.resolve_job_def("data_layer_job") and defs.resolve_job_def("evaluation_job")
+    assert "training_job" not in {job.name for job in defs.jobs}
 
 
 def test_sensor_registers_missing_default_cohorts_once():
@@ -29,30 +31,31 @@ def test_sensor_registers_missing_default_cohorts_once():
     assert not isinstance(skipped, SensorResult)
 
 
-def test_run_driver_maps_its_flags_to_training_config():
-    from dmg_assets.run import _training_config, build_parser
-    from dmg_assets.training import TrainingConfig
+def test_run_driver_maps_its_flags_to_evaluation_config():
+    from dmg_assets.evaluation import EvaluationConfig
+    from dmg_assets.run import _evaluation_config, build_parser
 
     args = build_parser().parse_args(["--protocol", "published", "--keep-last-weights",
-                                      "--seed", "42", "--max-epochs", "50"])
-    config = _training_config(args)["ops"]["cnn_models"]["config"]
+                                      "--seed", "42", "--max-epochs", "50", "--models", "cnn"])
+    config = _evaluation_config(args)["ops"]["model_evaluation"]["config"]
     assert config == {
         "window_bp": 1_000_000, "protocol": "published", "restore_best_weights": False,
-        "seed": 42, "max_epochs": 50, "patience": 90,
+        "seed": 42, "max_epochs": 50, "patience": 90, "models": ["cnn"], "genes": [],
     }
-    TrainingConfig(**config)  # every key is a field of the asset's config
+    assert EvaluationConfig(**config).cnn_name == "cnn_last_epoch"  # every key is a field
 
 
 def test_run_driver_options_take_their_defaults_and_choices_from_the_configs(capsys):
-    from dmg_assets.evaluation import DEFAULT_MODELS
     from dmg_assets.run import build_parser
+    from dmg_ml.defaults import MODELS
     from dmg_ml.training.reference import TrainConfig
 
     parser = build_parser()
     defaults = parser.parse_args([])
     assert (defaults.max_epochs, defaults.patience) == (TrainConfig.max_epochs,
                                                         TrainConfig.patience)
-    assert defaults.models == list(DEFAULT_MODELS) and defaults.train is None
+    assert defaults.models == list(MODELS) == ["cnn", "enet", "mean", "rf"]
+    assert defaults.train is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--protocol", "leaky"])
     assert "invalid choice: 'leaky' (choose from 'honest', 'published')" in capsys.readouterr().err

@@ -1,13 +1,19 @@
-"""Evaluation assets through Dagster: baselines on the CNN's folds, rows in DuckDB, comparison."""
+"""Evaluation assets through Dagster: the CNN and the baselines on the same folds, rows in one
+family of tables with a model column, comparison."""
 
 import shutil
 
 import pytest
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 
-from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_count
+from dmg_assets.evaluation import (
+    EvaluationConfig,
+    model_comparison,
+    model_evaluation,
+    r2_by_cpg_count,
+)
 from dmg_assets.partitions import cohort_partitions
-from dmg_assets.training import cnn_models
+from dmg_ml import defaults
 from tests.test_training_assets import FAST, _resources
 
 W = 100_000
@@ -30,12 +36,10 @@ def _evaluate(data_dir, **config):
 
 @pytest.fixture(scope="module")
 def evaluated(built, tmp_path_factory):
-    """BRCA chr1: the CNN, then enet and mean, then the comparison."""
+    """BRCA chr1: the CNN, then enet and mean in a run of their own, then the comparison."""
     data_dir = tmp_path_factory.mktemp("evaluated") / "data"
     shutil.copytree(built, data_dir)
-    materialize([cnn_models], partition_key=KEY, resources=_resources(data_dir),
-                instance=_instance(),
-                run_config={"ops": {"cnn_models": {"config": {**FAST, "window_bp": W}}}})
+    _evaluate(data_dir, **FAST)
     _evaluate(data_dir, models=["enet", "mean"])
     materialize([model_comparison, r2_by_cpg_count], partition_key="BRCA",
                 resources=_resources(data_dir), instance=_instance())
@@ -49,21 +53,20 @@ def test_baselines_land_beside_the_cnn_on_the_same_folds(evaluated):
     )
     genes = counts["genes"].iloc[0]
     assert counts.to_dict("list") == {"model": ["cnn", "enet", "mean"], "genes": [genes] * 3}
-    mismatched = warehouse.query(
-        "SELECT count(*) AS n FROM model_predictions m JOIN cnn_predictions c "
-        "USING (cohort, chromosome, protocol, window_bp, gene, sample) WHERE m.fold <> c.fold"
+    cnn_beside_baselines = (
+        "SELECT count(*) AS n FROM predictions m JOIN predictions c "
+        "USING (cohort, chromosome, protocol, window_bp, tissue, gene, sample) "
+        "WHERE c.model = 'cnn' AND m.model <> 'cnn'"
     )
+    mismatched = warehouse.query(cnn_beside_baselines + " AND m.fold <> c.fold")
     assert mismatched["n"].item() == 0
-    paired = warehouse.query(
-        "SELECT count(*) AS n FROM model_predictions m JOIN cnn_predictions c "
-        "USING (cohort, chromosome, protocol, window_bp, gene, sample)"
-    )
+    paired = warehouse.query(cnn_beside_baselines)
     assert paired["n"].item() == 2 * genes * 48
     folds = warehouse.query(
-        "SELECT model, gene, count(*) AS n FROM model_fold_metrics GROUP BY ALL"
+        "SELECT model, gene, count(*) AS n FROM fold_metrics GROUP BY ALL"
     )
-    assert (folds["n"] == 5).all()
-    mean = warehouse.query("SELECT max(r2) AS best FROM model_gene_metrics WHERE model = 'mean'")
+    assert set(folds["model"]) == {"cnn", "enet", "mean"} and (folds["n"] == 5).all()
+    mean = warehouse.query("SELECT max(r2) AS best FROM gene_metrics WHERE model = 'mean'")
     assert mean["best"].item() <= 0.0 + 1e-9
 
 
@@ -83,20 +86,24 @@ def test_another_model_adds_its_rows_and_a_gene_list_replaces_only_those(evaluat
     data_dir = tmp_path / "data"
     shutil.copytree(evaluated, data_dir)
     warehouse = _resources(data_dir)["warehouse"]
-    before = warehouse.query("SELECT model, gene, run_id FROM model_gene_metrics ORDER BY ALL")
+    before = warehouse.query("SELECT model, gene, run_id FROM gene_metrics ORDER BY ALL")
     _evaluate(data_dir, models=["rf"])
     _evaluate(data_dir, models=["enet"], genes=[before["gene"].iloc[0]])
-    after = warehouse.query("SELECT model, gene, run_id FROM model_gene_metrics ORDER BY ALL")
-    assert sorted(set(after["model"])) == ["enet", "mean", "rf"]
+    after = warehouse.query("SELECT model, gene, run_id FROM gene_metrics ORDER BY ALL")
+    assert sorted(set(after["model"])) == ["cnn", "enet", "mean", "rf"]
     merged = before.merge(after, on=["model", "gene"], suffixes=("_before", "_after"))
     changed = merged[merged["run_id_before"] != merged["run_id_after"]]
     assert changed[["model", "gene"]].values.tolist() == [["enet", before["gene"].iloc[0]]]
 
 
-def test_an_unknown_or_cnn_model_is_refused_before_any_work(evaluated, tmp_path):
-    for models in (["xgboost"], ["cnn"], []):
+def test_an_unknown_model_or_none_is_refused_before_any_work(evaluated, tmp_path):
+    for models in (["xgboost"], ["cnn", "xgboost"], []):
         with pytest.raises(Exception, match="models must be a non-empty list"):
             _evaluate(tmp_path, models=models)
+
+
+def test_every_model_the_cnn_included_is_evaluated_by_default():
+    assert EvaluationConfig().models == list(defaults.MODELS) == ["cnn", "enet", "mean", "rf"]
 
 
 def test_the_cpg_count_experiment_bins_every_gene_of_every_model(evaluated):

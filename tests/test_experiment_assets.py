@@ -5,9 +5,9 @@ import shutil
 import pytest
 from dagster import DagsterInstance, MultiPartitionKey, materialize
 
+from dmg_assets.evaluation import POOL, model_evaluation
 from dmg_assets.experiments import generalisation, tissue_experiment, window_experiment
 from dmg_assets.partitions import cohort_partitions
-from dmg_assets.training import POOL, cnn_models
 from tests.test_training_assets import FAST, _resources
 
 W = 100_000
@@ -81,7 +81,7 @@ def test_a_window_never_built_or_an_unknown_gene_fails_with_the_reason_and_write
 
 
 def test_generalisation_needs_the_cnns_it_applies(built, genes, tmp_path):
-    with pytest.raises(Exception, match="materialise cnn_models for BRCA first"):
+    with pytest.raises(Exception, match="materialise model_evaluation for BRCA first"):
         _run(generalisation, built, genes=genes, window_bp=W)
 
 
@@ -89,9 +89,9 @@ def test_generalisation_applies_brca_models_to_the_same_genes_in_coad(built, gen
     data_dir = tmp_path / "data"
     shutil.copytree(built, data_dir)
     for chromosome in ("chr1", "chr2"):
-        materialize([cnn_models], resources=_resources(data_dir), instance=_instance(),
+        materialize([model_evaluation], resources=_resources(data_dir), instance=_instance(),
                     partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": chromosome}),
-                    run_config={"ops": {"cnn_models": {"config": {**FAST, "window_bp": W}}}})
+                    run_config={"ops": {"model_evaluation": {"config": {**FAST, "window_bp": W}}}})
     _run(generalisation, data_dir, genes=genes, window_bp=W)
     warehouse = _resources(data_dir)["warehouse"]
     table = warehouse.query("SELECT * FROM generalisation ORDER BY model, gene")
@@ -111,6 +111,7 @@ def test_generalisation_applies_brca_models_to_the_same_genes_in_coad(built, gen
 
 def test_the_experiments_that_can_train_the_cnn_wait_for_a_training_slot():
     """tissue and window can train the CNN (``models: [cnn]``), so they take a torch_training
-    slot as cnn_models does; generalisation only applies saved models."""
+    slot as model_evaluation does; generalisation only applies saved models."""
     assert tissue_experiment.op.pool == window_experiment.op.pool == POOL
+    assert model_evaluation.op.pool == POOL == "torch_training"
     assert generalisation.op.pool is None

@@ -1,6 +1,6 @@
 """README examples run: python blocks against a small trained project laid out as after
 ``make run``, sql blocks and ``warehouse.query`` commands through its DuckDB file, the Launchpad
-YAML as the training run config; dependencies pinned to the majors they were tested with.
+YAML as ``model_evaluation``'s run config; dependencies pinned to the majors they were tested with.
 
 The tiny test cohort has other genes than the default synthetic one, so a gene the README names
 must be a gene of the default BRCA cohort and is swapped for a trained gene of the tiny one.
@@ -20,20 +20,26 @@ from dagster import DagsterInstance, MultiPartitionKey, materialize
 from packaging.requirements import Requirement
 
 from dmg_assets import cli
-from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_count
+from dmg_assets.evaluation import (
+    model_comparison,
+    model_evaluation,
+    model_summary,
+    r2_by_cpg_count,
+)
 from dmg_assets.experiments import generalisation, tissue_experiment
 from dmg_assets.partitions import cohort_partitions
-from dmg_assets.training import cnn_models, cnn_summary
 from dmg_ml.synthetic.layout import build_layout
 from dmg_ml.synthetic.writer import SMALL
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
+from dmg_resources.store import RETIRED_TABLES
 from dmg_resources.warehouse import Warehouse
 from warehouse import query
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
 FAST = {"max_epochs": 25, "patience": 5}
+OP = "model_evaluation"
 GENE_LITERAL = re.compile(r"""\bgene = (['"])([^'"]+)\1""")
 
 
@@ -89,16 +95,16 @@ def _resources(data_dir: Path) -> dict:
 def _readme_run_config() -> dict:
     (block,) = _blocks("yaml")
     run_config = yaml.safe_load(block)
-    run_config["ops"]["cnn_models"]["config"].update(FAST)
+    run_config["ops"][OP]["config"].update(FAST)
     return run_config
 
 
 @pytest.fixture(scope="module")
 def project(built, tmp_path_factory, one_thread) -> Path:
-    """A project root holding ``data/`` as ``make run`` leaves it: the tiny BRCA trained on chr1
-    with the README's Launchpad config (fewer epochs) and as the authors' script (published, last
-    weights), its cohort summary, the default baselines, the model comparison and the tissue and
-    generalisation experiments (cheap models)."""
+    """A project root holding ``data/`` as ``make run`` leaves it: the tiny BRCA's chr1 evaluated
+    with the README's Launchpad config (its models, fewer epochs) and its CNN as the authors'
+    script (published, last weights), the cohort's model summary, comparison and CpG-count table,
+    and the tissue and generalisation experiments (cheap models)."""
     root = tmp_path_factory.mktemp("project")
     data_dir = root / "data"
     shutil.copytree(built, data_dir)
@@ -106,27 +112,17 @@ def project(built, tmp_path_factory, one_thread) -> Path:
     resources["warehouse"].publish_views()
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(cohort_partitions.name, ["BRCA"])
-    materialize(
-        [cnn_models], partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
-        resources=resources, instance=instance, run_config=_readme_run_config(),
-    )
+    chr1 = MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"})
+    materialize([model_evaluation], partition_key=chr1, resources=resources, instance=instance,
+                run_config=_readme_run_config())
     published = _readme_run_config()
-    published["ops"]["cnn_models"]["config"].update(
-        protocol="published", restore_best_weights=False, seed=42)
-    materialize(
-        [cnn_models], partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
-        resources=resources, instance=instance, run_config=published,
-    )
-    materialize([cnn_summary], partition_key="BRCA", resources=resources, instance=instance)
-    window = _readme_run_config()["ops"]["cnn_models"]["config"]["window_bp"]
-    materialize(
-        [model_evaluation],
-        partition_key=MultiPartitionKey({"cohort": "BRCA", "chromosome": "chr1"}),
-        resources=resources, instance=instance,
-        run_config={"ops": {"model_evaluation": {"config": {"window_bp": window}}}},
-    )
-    materialize([model_comparison, r2_by_cpg_count], partition_key="BRCA", resources=resources,
-                instance=instance)
+    published["ops"][OP]["config"].update(
+        protocol="published", restore_best_weights=False, seed=42, models=["cnn"])
+    materialize([model_evaluation], partition_key=chr1, resources=resources, instance=instance,
+                run_config=published)
+    materialize([model_summary, model_comparison, r2_by_cpg_count], partition_key="BRCA",
+                resources=resources, instance=instance)
+    window = _readme_run_config()["ops"][OP]["config"]["window_bp"]
     experiments = {"tissue_experiment": {"window_bp": window, "models": ["mean"]},
                    "generalisation": {"window_bp": window, "models": ["cnn", "mean"]}}
     materialize([tissue_experiment, generalisation], partition_key="BRCA", resources=resources,
@@ -139,7 +135,8 @@ def project(built, tmp_path_factory, one_thread) -> Path:
 def tiny_gene(project) -> str:
     """A trained gene of the tiny cohort, standing in for the default cohort's genes."""
     warehouse = _resources(project / "data")["warehouse"]
-    return warehouse.query("SELECT min(gene) AS gene FROM cnn_checkpoints")["gene"].item()
+    return warehouse.query(
+        "SELECT min(gene) AS gene FROM model_registry WHERE model = 'cnn'")["gene"].item()
 
 
 def _for_tiny(text: str, default_genes: set[str], tiny_gene: str) -> str:
@@ -195,6 +192,32 @@ def test_readme_sql_answers(project, default_genes, tiny_gene, title, sql) -> No
         rows = db.execute(_for_tiny(sql, default_genes, tiny_gene)).fetchall()
     assert not _genes_named(sql) - default_genes, "README names a gene the default cohort lacks"
     assert rows, f"README query {title!r} returned no rows"
+
+
+def test_the_readme_runs_every_readme_model_and_its_last_epoch_cnn(project) -> None:
+    """The per-model query answers for each model of the Launchpad YAML, and the published audit
+    pairs every trained gene's last-epoch CNN with its honest CNN."""
+    (per_model,) = [sql for title, sql in _sql_statements() if "per model, straight" in title]
+    (audit,) = [sql for title, sql in _sql_statements() if "published audit" in title]
+    models = _readme_run_config()["ops"][OP]["config"]["models"]
+    with query.connect(str(project / "data" / "dmg.duckdb")) as db:
+        rows = db.execute(per_model).fetchall()
+        audited = db.execute(audit).fetchall()
+        genes = db.execute("SELECT count(DISTINCT gene) FROM gene_metrics").fetchone()[0]
+    assert sorted(model for model, *_ in rows) == sorted(models)
+    assert all(n == genes for _, n, *_ in rows)
+    assert len(audited) == genes
+    assert all(np.isfinite(value) for _, *values in audited for value in values)
+
+
+def test_the_readme_names_no_retired_table() -> None:
+    """The tables of the layout before ``model_evaluation`` scored the CNN are gone; the README
+    names them only where it says a warehouse holding them is refused."""
+    examples = "\n".join(_blocks("sql") + _blocks("python") + _blocks("yaml") + _blocks("bash"))
+    assert not {t for t in RETIRED_TABLES if re.search(rf"\b{t}\b", examples)}
+    named = {t for t in RETIRED_TABLES if re.search(rf"\b{t}\b", README)}
+    assert named <= {"cnn_gene_metrics", "cnn_checkpoints", "model_gene_metrics"}
+    assert not re.search(r"\bcnn_(models|summary)\b|dmg_ml\.evaluation\.cv\b", README)
 
 
 @pytest.mark.parametrize("args", _query_commands(), ids=lambda args: args[0][:40])

@@ -20,7 +20,6 @@ from dmg_assets.evaluation import model_comparison, model_evaluation, r2_by_cpg_
 from dmg_assets.experiments import tissue_experiment
 from dmg_assets.partitions import cohort_partitions
 from dmg_assets.report import data_source, evaluation_report, report_path
-from dmg_assets.training import cnn_models
 from dmg_ml.evaluation.report import GENES_CSV
 from dmg_resources.source import XENA_HUB_URL, XenaSource
 from tests.test_report import _inputs as _report_inputs
@@ -48,7 +47,8 @@ def _report(data_dir, hub):
 
 
 def test_a_report_needs_gene_metrics(built_copy, tiny_hub):
-    with pytest.raises(Exception, match="gene_metrics has no rows: materialise cnn_models"):
+    with pytest.raises(Exception,
+                       match="gene_metrics has no rows: materialise model_evaluation first"):
         _report(built_copy, tiny_hub)
 
 
@@ -58,10 +58,8 @@ def test_the_report_shows_every_model_and_experiment_run_and_says_what_was_not(
     data_dir = tmp_path / "data"
     shutil.copytree(built, data_dir)
     run = {"partition_key": KEY, "resources": _resources(data_dir), "instance": _instance()}
-    materialize([cnn_models], **run,
-                run_config={"ops": {"cnn_models": {"config": {**FAST, "window_bp": W}}}})
-    materialize([model_evaluation], **run, run_config={
-        "ops": {"model_evaluation": {"config": {"window_bp": W, "models": ["enet", "mean"]}}}})
+    materialize([model_evaluation], **run, run_config={"ops": {"model_evaluation": {"config": {
+        **FAST, "window_bp": W, "models": ["cnn", "enet", "mean"]}}}})
     genes = _resources(data_dir)["warehouse"].query(
         "SELECT DISTINCT gene FROM gene_metrics")["gene"].tolist()
     cohort_run = {**run, "partition_key": "BRCA"}

@@ -29,7 +29,7 @@ from dagster import (
 from dmg_assets import runs
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Spelled out so the subprocesses need not import torch; checked against training.POOL below.
+#: Spelled out so the subprocesses need not import torch; checked against evaluation.POOL below.
 POOL = "torch_training"
 #: Every wait in this module ends by then, so no test can hang.
 DEADLINE_S = 40
@@ -178,9 +178,11 @@ def _bounded(fn, timeout_s: float = DEADLINE_S):
 
 
 def test_pool_name_is_the_training_pool():
-    from dmg_assets.training import POOL as TRAINING_POOL
+    from dmg_assets.evaluation import POOL as TRAINING_POOL
+    from dmg_assets.evaluation import model_evaluation
 
     assert POOL == TRAINING_POOL
+    assert model_evaluation.op.pool == POOL
 
 
 def test_a_killed_run_is_marked_failed_and_its_slot_freed_at_start(instance, drivers):
@@ -366,9 +368,9 @@ def test_only_training_runs_wait_for_the_pool():
     from dmg_assets.definitions import defs
 
     everything = defs.resolve_implicit_global_asset_job_def()
-    assert runs.job_pools(defs.resolve_job_def("training_job")) == {POOL}
+    assert runs.job_pools(defs.resolve_job_def("evaluation_job")) == {POOL}
     assert runs.job_pools(defs.resolve_job_def("data_layer_job")) == set()
-    assert runs.job_pools(everything, [AssetKey("cnn_summary")]) == set()
+    assert runs.job_pools(everything, [AssetKey("model_summary")]) == set()
     assert runs.job_pools(everything) == {POOL}
 
 
@@ -380,18 +382,31 @@ def one_line(text: str) -> str:
 
 def test_the_progress_bar_counts_work_not_steps():
     """Issue 23, case 7: the ETA counted steps alike ("3 min left" before 10 min of training):
-    a chromosome of 600 genes weighs 200 of 3 genes, training a gene outweighs scoring it with
-    the default baselines, and after the data layer the plan is the genes actually there."""
+    a chromosome of 600 genes weighs 200 of 3 genes, training a gene's CNN outweighs scoring it
+    with the default baselines, and after the data layer the plan is the genes actually there."""
     from dmg_assets import cli
-    from dmg_assets.run import _cohort_work, _planned_work, _Progress, step_work
+    from dmg_assets.run import (
+        _cohort_work,
+        _evaluation_work,
+        _planned_work,
+        _Progress,
+        step_work,
+    )
 
     args = cli.run_parser().parse_args(["--cohorts", "BRCA", "--experiments", "tissue"])
+    assert args.models == ["cnn", "enet", "mean", "rf"]
+    baselines = len(args.models) - 1  # the CNN's share is "training", the others' "evaluating"
     assert step_work("training", 600) == 200 * step_work("training", 3)
-    assert step_work("training", 1) > step_work("evaluating", 1, len(args.models))
+    assert step_work("training", 1) > step_work("evaluating", 1, baselines)
+    per_gene = step_work("training") + step_work("evaluating", 1, baselines)
+    assert _evaluation_work(args, 5) == pytest.approx(5 * per_gene)
+    only_cnn = cli.run_parser().parse_args(["--models", "cnn"])
+    assert _evaluation_work(only_cnn, 5) == pytest.approx(step_work("training", 5))
+    no_cnn = cli.run_parser().parse_args(["--models", "enet", "mean"])
+    assert _evaluation_work(no_cnn, 5) == pytest.approx(step_work("evaluating", 5, 2))
     work = {"chr1": 600, "chr2": 3}
-    per_gene = step_work("training") + step_work("evaluating", 1, len(args.models))
     assert _cohort_work(args, work, others=0) == pytest.approx(
-        603 * (per_gene + step_work("experiment", 1, len(args.models) + 1))
+        603 * (per_gene + step_work("experiment", 1, len(args.models)))
         + step_work("summaries") + step_work("report"))
     progress = _Progress(_planned_work(args, ["BRCA"], ["BRCA"]), "WARNING")
     try:

@@ -3,7 +3,7 @@
 The sensor's cases (new cohort, changed file, unchanged, source down, unknown cohort) run against
 the local HTTP test server and against a local directory hub. The automation tests build real
 data-layer partitions from the HTTP hub with the run requests the sensor made, then evaluate the
-automation conditions of ``cnn_models`` and ``model_evaluation`` as the daemon would, tick by tick.
+automation conditions of ``model_evaluation``'s tables as the daemon would, tick by tick.
 """
 
 import gzip
@@ -49,10 +49,11 @@ from dmg_resources.source import (
 from dmg_resources.warehouse import Warehouse
 from tests.http_server import FileServer
 
-CNN_TABLE = AssetKey("cnn_gene_metrics")
-BASELINE_TABLE = AssetKey("model_gene_metrics")
-#: Tables written per (cohort, chromosome): four of cnn_models, three of model_evaluation.
-TABLES_PER_PARTITION = 7
+#: The tables ``model_evaluation`` writes per (cohort, chromosome), every model (the CNN included)
+#: in one step.
+MODEL_TABLES = ("fold_metrics", "gene_metrics", "predictions", "cnn_training", "model_registry")
+GENE_METRICS = AssetKey("gene_metrics")
+TABLES_PER_PARTITION = len(MODEL_TABLES)
 
 
 @dataclass
@@ -146,6 +147,15 @@ def run_keys(result: SensorResult) -> list[str]:
 
 def models_of(cohort: str) -> set[str]:
     return {str(MultiPartitionKey({"cohort": cohort, "chromosome": c})) for c in CHROMOSOMES}
+
+
+def requested_models(auto) -> set[str]:
+    """The (cohort, chromosome) partitions requested of ``model_evaluation``: the same for every
+    table it writes (one step writes them all)."""
+    requested = auto.get_requested_partitions(GENE_METRICS)
+    for table in MODEL_TABLES:
+        assert auto.get_requested_partitions(AssetKey(table)) == requested, table
+    return requested
 
 
 # --- the source's version probe ---------------------------------------------------------------
@@ -357,10 +367,7 @@ def test_training_and_evaluation_follow_a_changed_cohort_once(http_hub: Hub, tmp
         assert all(launch(defs, instance, r).success for r in first.run_requests)
 
         auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
-        assert auto.get_requested_partitions(CNN_TABLE) == models_of("BRCA") | models_of("COAD")
-        assert auto.get_requested_partitions(BASELINE_TABLE) == auto.get_requested_partitions(
-            CNN_TABLE
-        )
+        assert requested_models(auto) == models_of("BRCA") | models_of("COAD")
         auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
         assert auto.total_requested == 0  # once per upstream version
 
@@ -371,8 +378,7 @@ def test_training_and_evaluation_follow_a_changed_cohort_once(http_hub: Hub, tmp
         assert launch(defs, instance, request).success
 
         auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
-        assert auto.get_requested_partitions(CNN_TABLE) == models_of("BRCA")
-        assert auto.get_requested_partitions(BASELINE_TABLE) == models_of("BRCA")
+        assert requested_models(auto) == models_of("BRCA")
         assert auto.total_requested == TABLES_PER_PARTITION * len(CHROMOSOMES)
         auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
         assert auto.total_requested == 0
@@ -407,7 +413,7 @@ def test_no_training_after_a_failed_data_layer_run(http_hub: Hub, tmp_path: Path
         assert run_keys(fixed) not in (run_keys(first), run_keys(broken))
         assert launch(defs, instance, fixed.run_requests[0]).success
         auto = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
-        assert auto.get_requested_partitions(CNN_TABLE) == models_of("BRCA")
+        assert requested_models(auto) == models_of("BRCA")
 
 
 def test_data_layer_runs_of_the_driver_do_not_trigger_training(http_hub: Hub, tmp_path: Path):
@@ -465,7 +471,6 @@ def test_definitions_watch_the_source_and_automate_the_models():
     graph = defs.resolve_asset_graph()
     conditioned = {k.to_user_string() for k in graph.get_all_asset_keys()
                    if graph.get(k).automation_condition is not None}
-    assert conditioned == {"cnn_fold_metrics", "cnn_gene_metrics", "cnn_predictions",
-                           "cnn_checkpoints", "model_fold_metrics", "model_gene_metrics",
-                           "model_predictions"}
-    assert graph.get(CNN_TABLE).automation_condition == RETRAIN_ON_NEW_DATA
+    assert conditioned == set(MODEL_TABLES)
+    for table in MODEL_TABLES:
+        assert graph.get(AssetKey(table)).automation_condition == RETRAIN_ON_NEW_DATA
