@@ -1,11 +1,11 @@
 """Bytes per gene in the checkpoint registry, and the total for a full BRCA (docs/design.md §11).
 
-Real checkpoint files are written through ``CheckpointStore`` for genes at the quantiles of the
-1 Mb window's CpG counts (the synthetic full-size 450K cohort's windows, ``window_lengths(FULL)``,
-or ``--lengths``), in the layouts ``cnn_models`` writes (``checkpoint_models``): five fold models
-and the final model (the default), the final model alone, or the five folds alone, each in fp32
-or fp16 (``half_precision``; ``checkpoint_precision: auto`` picks fp16 per gene where it moves the
-out-of-fold R² by less than 1e-3). ``store_min_r2`` scales a total by the share of genes kept.
+Real checkpoint files are written through ``CheckpointStore`` for genes at the quantiles of the 1 Mb
+window's CpG counts (the synthetic full-size 450K cohort's windows, ``window_lengths(FULL)``, or
+``--lengths``), in the layouts ``model_evaluation`` writes for the CNN (``checkpoint_models``): the
+five fold models alone (the default), those and the final model, or the final model alone, each in
+fp32 or fp16 (``half_precision``; ``checkpoint_precision: auto`` picks fp16 per gene where it moves
+the out-of-fold R² by less than 1e-3). ``store_min_r2`` scales a total by the share of genes kept.
 The file size is linear in the parameter count, so each layout's bytes are fitted as
 ``a + b·L + c·params(L)`` on the measured files and the fit is summed over every gene's L to
 project the registry of a full cohort (``--genes``, 14,000 by default, spread as the windows
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dmg_ml  # noqa: E402,F401  (thread settings before torch)
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP  # noqa: E402
-from dmg_ml.evaluation.cv import FoldCheckpoint, GeneCheckpoint, half_precision  # noqa: E402
+from dmg_ml.models.checkpoint import FoldCheckpoint, GeneCheckpoint, half_precision  # noqa: E402
 from dmg_ml.models.cnn import parameter_count  # noqa: E402
 from dmg_ml.synthetic.layout import FULL, window_lengths  # noqa: E402
 from dmg_ml.training.reference import init_model  # noqa: E402

@@ -11,7 +11,7 @@ the fair time is ``alone * T / share``. A row passes when measured / fair <= 1.5
 
 Policies (``--policies``, or ``--compare`` for ``dmg active``): ``dmg`` is what the project runs
 (``import dmg_ml`` sets ``OMP_WAIT_POLICY=PASSIVE``; threads from
-``dmg_ml.training.runtime.set_training_threads``); ``active`` is ``OMP_WAIT_POLICY=ACTIVE``
+``dmg_ml.runtime.set_training_threads``); ``active`` is ``OMP_WAIT_POLICY=ACTIVE``
 with the same
 thread count; ``torch-default`` imports torch before dmg_ml, i.e. libgomp's default (spin
 300000 times, then sleep), as before the fix. The spin count libgomp reports at start-up
@@ -56,19 +56,18 @@ def worker(args: argparse.Namespace) -> None:
     import dmg_ml  # sets the wait policy before torch loads libgomp
 
     # done on import; called again: no change, no warning
-    dmg_ml.training.runtime.configure_threads()
+    dmg_ml.runtime.configure_threads()
     import torch
-    from trainer_speed import Tally, simulate_cohort
+    from trainer_speed import Tally, cross_validate_cnn, simulate_cohort
 
-    from dmg_ml.evaluation.cv import cross_validate
+    from dmg_ml.runtime import set_training_threads
     from dmg_ml.training.reference import TrainConfig
-    from dmg_ml.training.runtime import set_training_threads
 
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = set_training_threads() if not args.threads else torch.get_num_threads()
     warm = simulate_cohort(60, [20], args.seed + 1)
-    cross_validate(warm, config=TrainConfig(max_epochs=2), trainer="batched", device="cpu")
+    cross_validate_cnn(warm, TrainConfig(max_epochs=2), trainer="batched", device="cpu")
     genes = simulate_cohort(args.samples, [args.length] * args.genes, args.seed)
     config = TrainConfig(
         max_epochs=args.epochs, patience=args.epochs + 1, seed=args.seed, precision=args.precision
@@ -77,8 +76,8 @@ def worker(args: argparse.Namespace) -> None:
     print(f"training from {time.time()}", flush=True)  # for a timed-out run's lower bound
     for gene in genes:
         start = time.perf_counter()
-        (result,) = cross_validate(
-            [gene], config=config, trainer="batched", device="cpu", n_folds=args.folds
+        (result,) = cross_validate_cnn(
+            [gene], config, trainer="batched", device="cpu", n_folds=args.folds
         )
         tally.add(result, time.perf_counter() - start)
     print(json.dumps({"seconds": tally.seconds, "gene_fold_epochs": tally.gene_fold_epochs,
@@ -189,7 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="numbers of busy single-threaded processes (0 = alone; default 0 1 3)")
     p.add_argument("--threads", type=int, default=0,
                    help="training threads "
-                   "(default 0: dmg_ml.training.runtime.set_training_threads)")
+                   "(default 0: dmg_ml.runtime.set_training_threads)")
     p.add_argument("--genes", type=int, default=1)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--length", type=int, default=80, help="CpGs per window (L)")

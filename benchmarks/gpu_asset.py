@@ -1,4 +1,4 @@
-"""The Dagster training asset end to end on a full-size synthetic BRCA: genes per hour.
+"""The CNN trained by the evaluation asset end to end on a full-size synthetic BRCA: genes per hour.
 
     bash benchmarks/gpu_asset.sh                        # on the CUDA machine (wheels, limits)
     python benchmarks/gpu_asset.py --preset small --device cpu --chromosome chr17 --genes 2 \\
@@ -6,8 +6,8 @@
 
 Runs from the source tree (no install); each phase is timed and summarised on one ``PHASE``
 line, and everything lands under ``--out`` with a throw-away Dagster instance (``DAGSTER_HOME``
-in a temporary folder, sqlite storage, the ``torch_training`` pool set as ``dmg_assets.run``
-sets it):
+in a temporary folder, sqlite storage, the ``torch_training`` pool limited as ``dmg run``
+limits it, ``dmg_assets.commands.limit_pool``):
 
 1. **hub**: ``write_synthetic_hub`` for BRCA alone, preset ``--preset`` (``full``: 788 tumour +
    85 normal shared samples, 485,577 probes, 17,000 expression rows; reused when there). With
@@ -20,17 +20,19 @@ sets it):
    default chr20 (469 genes) has the genome's mean window length at 1 Mb (550 CpGs; median
    438, 10-90 % 215-1,075 over the 16,000 genes).
 2. **data layer**: the ``data_layer_job`` of the BRCA partition, as ``dmg_assets.run`` runs it.
-3. **training**: ``cnn_models`` of the (BRCA, ``--chromosome``) partition with the project's
-   default training config (700 epochs at most, patience 90, honest protocol, W = 1 Mb, the
-   batched trainer, checkpoints as configured by default) on the ``device`` resource
+3. **training**: ``model_evaluation`` (the ``evaluation_job``) of the (BRCA, ``--chromosome``)
+   partition with ``models: ["cnn"]`` (the CNN alone) and the project's default CNN config (700
+   epochs at most, patience 90, honest protocol, W = 1 Mb, the batched trainer, checkpoints as
+   configured by default) on the ``device`` resource
    (``--device``; ``auto`` is CUDA when present, and precision ``auto`` is bf16 there). Genes
    are named in run config (``genes``), in rounds: the first trains ``--genes`` genes of the
    chromosome, each later one as many as the last round's rate fits in what is left of
    ``--budget-s`` (times ``--safety``); ``--rounds 1`` trains one list, ``--genes 0`` the whole
-   chromosome at once. Genes per hour are the genes the asset reports (its ``genes`` metadata,
-   checked against the rows of ``cnn_gene_metrics`` of the run) over the run's wall time;
-   the step's own time and the trainer's (the sum of ``cnn_gene_metrics.seconds``) are given too,
-   with the peak GPU memory of each round.
+   chromosome at once. Genes per hour are the genes the asset reports (the ``genes`` metadata of
+   ``gene_metrics``, checked against the CNN's rows of ``gene_metrics`` of the run) over the
+   run's wall time; the step's own time and the trainer's (the sum of those rows' ``seconds``)
+   are given too, with the mean epochs per fold (``cnn_training``), the saved models' bytes
+   (``model_registry``) and the peak GPU memory of each round.
 
 ``--report`` writes every figure as JSON.
 """
@@ -49,6 +51,8 @@ from pathlib import Path
 
 COHORT = "BRCA"
 TRAINING_OPTIONS = ("window_bp", "protocol", "max_epochs", "patience", "seed")
+#: The op of the multi-asset that trains the CNN (and names the step).
+STEP = "model_evaluation"
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -87,13 +91,13 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    """``dmg_assets.run``'s own training options, with ``TrainingConfig``'s defaults (imports
+    """``dmg run``'s own training options, with ``EvaluationConfig``'s defaults (imports
     ``dmg_assets.definitions``: its environment must be set first)."""
-    from dmg_assets import run
-    from dmg_assets.training import TrainingConfig
+    from dmg_assets.commands import config_option
+    from dmg_assets.evaluation import EvaluationConfig
 
     for field in TRAINING_OPTIONS:
-        run._config_option(parser, TrainingConfig, field)
+        config_option(parser, EvaluationConfig, field)
     parser.add_argument("--keep-last-weights", action="store_true",
                         help="restore_best_weights: false (default: best weights, as the paper)")
 
@@ -222,14 +226,28 @@ def _reset_gpu_memory(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def cnn_name(args: argparse.Namespace) -> str:
+    """The CNN's ``model`` in the tables: ``cnn``, or ``cnn_last_epoch`` with its last weights."""
+    return "cnn_last_epoch" if args.keep_last_weights else "cnn"
+
+
+def evaluation_config(args: argparse.Namespace, genes: list[str]) -> dict:
+    """``model_evaluation``'s run config: the CNN alone, the training options, ``genes``."""
+    config = {field: getattr(args, field) for field in TRAINING_OPTIONS}
+    config |= {"models": ["cnn"], "genes": genes,
+               "restore_best_weights": not args.keep_last_weights}
+    return {"ops": {STEP: {"config": config}}}
+
+
 def train_round(instance, args: argparse.Namespace, genes: list[str], device: str) -> dict:
-    """One ``cnn_models`` run of ``genes`` (all of the chromosome when empty), read back."""
+    """One ``model_evaluation`` run of the CNN on ``genes`` (all of the chromosome when empty),
+    read back."""
     from dagster import MultiPartitionKey
 
-    from dmg_assets import run, runs
+    from dmg_assets import runs
     from dmg_assets.definitions import defs
 
-    run_config = run._with_genes(run._training_config(args), genes)
+    run_config = evaluation_config(args, genes)
     run_config |= {
         "resources": {"device": {"config": {"device": args.device}}},
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
@@ -237,32 +255,37 @@ def train_round(instance, args: argparse.Namespace, genes: list[str], device: st
     key = MultiPartitionKey({"cohort": COHORT, "chromosome": args.chromosome})
     _reset_gpu_memory(device)
     started = time.perf_counter()
-    result = runs.execute(defs.resolve_job_def("training_job"), instance, partition_key=key,
+    result = runs.execute(defs.resolve_job_def("evaluation_job"), instance, partition_key=key,
                           run_config=run_config)
     wall = time.perf_counter() - started
     warehouse = defs.resources["warehouse"]
+    ours = [cnn_name(args), result.run_id]
     rows = warehouse.query(
         "SELECT count(*) AS genes, sum(seconds) AS trainer_s, avg(r2) AS r2, "
-        "avg(mean_epochs) AS epochs, avg(n_cpgs) AS n_cpgs, max(n_cpgs) AS max_cpgs "
-        "FROM cnn_gene_metrics WHERE run_id = ?", [result.run_id],
+        "avg(n_cpgs) AS n_cpgs, max(n_cpgs) AS max_cpgs "
+        "FROM gene_metrics WHERE model = ? AND run_id = ?", ours,
+    ).iloc[0]
+    epochs = warehouse.query(  # per gene the mean over its folds, then over the genes
+        "SELECT avg(epochs) AS epochs FROM (SELECT gene, avg(epochs_run) AS epochs "
+        "FROM cnn_training WHERE model = ? AND run_id = ? GROUP BY gene)", ours,
     ).iloc[0]
     checkpoints = warehouse.query(
-        "SELECT any_value(config) AS config, sum(bytes) AS bytes FROM cnn_checkpoints "
-        "WHERE run_id = ?", [result.run_id],
+        "SELECT any_value(config) AS config, sum(bytes) AS bytes FROM model_registry "
+        "WHERE model = ? AND run_id = ?", ours,
     ).iloc[0]
-    reported = _metadata(result, "cnn_gene_metrics").get("genes")
+    reported = _metadata(result, "gene_metrics").get("genes")
     if reported != int(rows["genes"]):
-        raise SystemExit(f"cnn_models reported {reported} genes, cnn_gene_metrics of run "
-                         f"{result.run_id} holds {int(rows['genes'])}")
+        raise SystemExit(f"{STEP} reported {reported} genes, gene_metrics of run "
+                         f"{result.run_id} holds {int(rows['genes'])} of {ours[0]}")
     config = json.loads(checkpoints["config"]) if checkpoints["config"] else {}
     return {
         "run_id": result.run_id,
         "genes": int(reported),
         "wall_s": wall,
-        "step_s": _step_seconds(result).get("cnn_models"),
+        "step_s": _step_seconds(result).get(STEP),
         "trainer_s": float(rows["trainer_s"]),
         "mean_r2": float(rows["r2"]),
-        "mean_epochs": float(rows["epochs"]),
+        "mean_epochs": float(epochs["epochs"]),
         "mean_cpgs": float(rows["n_cpgs"]),
         "max_cpgs": int(rows["max_cpgs"]),
         "precision": config.get("precision"),
@@ -287,8 +310,9 @@ def _round_line(number: int, r: dict, device: str) -> str:
 
 
 def training(instance, args: argparse.Namespace, device: str, report: dict) -> dict:
-    """Rounds of ``cnn_models`` over the chromosome's genes; each round's figures are added to
-    ``report["rounds"]`` as it ends, so a run stopped later still reports them."""
+    """Rounds of ``model_evaluation`` (the CNN) over the chromosome's genes; each round's
+    figures are added to ``report["rounds"]`` as it ends, so a run stopped later still reports
+    them."""
     from dmg_assets.definitions import defs
     from dmg_assets.inputs import genes_by_chromosome
 
@@ -365,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, hub: Path, source: Path, report: dict) -> int:
     import torch
 
-    from dmg_assets import run, runs
+    from dmg_assets import runs
+    from dmg_assets.commands import limit_pool, project_instance
     from dmg_assets.partitions import cohort_partitions
-    from dmg_assets.training import POOL
     from dmg_resources.device import TorchDevice
 
     device = TorchDevice(device=args.device).resolve()
@@ -388,10 +412,9 @@ def _run(args: argparse.Namespace, hub: Path, source: Path, report: dict) -> int
               f"{figures['methylation_bytes'] / 2**20:,.1f} MiB")
 
     runs.log_to_terminal()
-    instance = run._instance()
+    instance = project_instance()  # the DAGSTER_HOME set above
     instance.add_dynamic_partitions(cohort_partitions.name, [COHORT])
-    if instance.event_log_storage.supports_global_concurrency_limits:
-        instance.event_log_storage.set_concurrency_slots(POOL, max(1, run._gpus()))
+    limit_pool(instance)
     figures = report["data_layer"] = data_layer(instance, "INFO" if args.verbose else "WARNING")
     steps = ", ".join(f"{k} {v:.1f}" for k, v in figures["steps"].items())
     phase("data layer", figures["seconds"],
@@ -404,9 +427,9 @@ def _run(args: argparse.Namespace, hub: Path, source: Path, report: dict) -> int
               if device.startswith("cuda") else "")
     phase("training", figures["seconds"],
           f"{figures['genes']} of {figures['available_genes']} genes of {COHORT} "
-          f"{args.chromosome} in {len(figures['rounds'])} cnn_models run(s) of "
+          f"{args.chromosome} in {len(figures['rounds'])} {STEP} run(s) of "
           f"{figures['runs_s']:.1f} s{memory}")
-    print(f"GENES PER HOUR: {figures['genes_per_hour']:.0f} (cnn_models runs' wall time; "
+    print(f"GENES PER HOUR: {figures['genes_per_hour']:.0f} ({STEP} runs' wall time; "
           f"{figures['genes_per_hour_step']:.0f} by the step's time, "
           f"{figures['genes_per_hour_trainer']:.0f} by the trainer's) on {device} ({gpu})",
           flush=True)

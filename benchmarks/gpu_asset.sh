@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The training asset end to end on a CUDA machine (benchmarks/gpu_asset.py): full-size synthetic
-# BRCA hub, its data layer through Dagster, cnn_models on one chromosome for ~BUDGET_S seconds
-# of training, genes per hour. Runs from the source tree with the machine's own PyTorch; what
+# The CNN's training through the evaluation asset end to end on a CUDA machine
+# (benchmarks/gpu_asset.py): full-size synthetic BRCA hub, its data layer through Dagster,
+# model_evaluation of the CNN alone on one chromosome for ~BUDGET_S seconds of training, genes
+# per hour. Runs from the source tree with the machine's own PyTorch; what
 # the machine lacks (Dagster, DuckDB, pandera, ...) comes as cp312 wheels in .whl/ (ignored by
 # git, carried to the machine: 36 MiB), installed into /tmp/site unless the device command
 # already did. Fetch them where pip works:

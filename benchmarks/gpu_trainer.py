@@ -9,7 +9,7 @@ meets a GPU. Stages, each printing its own table::
     PYTHONPATH=. python3 benchmarks/gpu_trainer.py profile   # top kernels, traffic, busy time
     PYTHONPATH=. python3 benchmarks/gpu_trainer.py variants  # eager vs torch.compile, windows
     PYTHONPATH=. python3 benchmarks/gpu_trainer.py agree     # |dR2| at the paper's 700/90
-    PYTHONPATH=. python3 benchmarks/gpu_trainer.py cohort    # cross_validate, genes per hour
+    PYTHONPATH=. python3 benchmarks/gpu_trainer.py cohort    # evaluate (cnn), genes per hour
 
 Tasks are (gene, fold) fits of simulated genes (``benchmarks/trainer_speed.simulate_cohort``)
 of 873 samples (BRCA) at the quantiles of the 1 Mb window's lengths, 5 patient-grouped folds
@@ -42,16 +42,18 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmarks.trainer_speed import simulate_cohort, synthetic_lengths  # noqa: E402
+from benchmarks.trainer_speed import (  # noqa: E402
+    cross_validate_cnn,
+    epochs_run,
+    simulate_cohort,
+    synthetic_lengths,
+)
+from dmg_ml.data.splits import task_seed  # noqa: E402
 from dmg_ml.models.cnn import AdaptiveRegressionCNN  # noqa: E402
 from dmg_ml.training import batched, planning, stacked  # noqa: E402
-from dmg_ml.training.batched import FitTask, fit_batched  # noqa: E402
-from dmg_ml.training.reference import (  # noqa: E402
-    TrainConfig,
-    fit_reference,
-    init_model,
-    task_seed,
-)
+from dmg_ml.training.batched import fit_batched  # noqa: E402
+from dmg_ml.training.planning import FitTask  # noqa: E402
+from dmg_ml.training.reference import TrainConfig, fit_reference, init_model  # noqa: E402
 
 #: Dense bf16 tensor-core peak (FLOP/s) and HBM bandwidth (B/s) of the SXM cards, from NVIDIA's
 #: data sheets.
@@ -73,7 +75,7 @@ def sync(device: torch.device) -> None:
 def fold_tasks(genes, n_folds: int = 5, seed: int = 0) -> list[FitTask]:
     """Every gene's folds: patients split into ``n_folds`` test groups; of the rest, 80 % train
     and 20 % validation (the honest protocol's proportions, without its scaler). Fold ``k``
-    starts from the weights ``cross_validate`` would draw for it (``task_seed(seed, k)``), drawn
+    starts from the weights the evaluation engine would draw for it (``task_seed(seed, k)``), drawn
     once per length here, so repeated runs do not time the CPU's initialisers."""
     patients = np.unique(genes[0].patients)
     rng = np.random.default_rng(seed)
@@ -394,14 +396,12 @@ def print_tuned() -> None:
 
 def stage_agree(args: argparse.Namespace, device: torch.device) -> None:
     """Both trainers cross-validate the same genes at the paper's 700/90: pooled honest R²."""
-    from dmg_ml.evaluation.cv import cross_validate
-
     lengths = args.lengths or synthetic_lengths(args.genes, 1_000_000)
     genes = simulate_cohort(args.samples, lengths, seed=3)
     config = TrainConfig(max_epochs=args.max_epochs, patience=args.patience)
     start = time.perf_counter()
-    fast = cross_validate(genes, config=replace(config, precision=args.precision),
-                          trainer="batched", device=device)  # fmt: skip
+    fast = cross_validate_cnn(genes, replace(config, precision=args.precision),
+                              trainer="batched", device=device)  # fmt: skip
     print(
         f"max_epochs {config.max_epochs}, patience {config.patience}; fast trainer: all genes "
         f"in one call, {time.perf_counter() - start:.0f} s; then the reference, gene by gene"
@@ -414,11 +414,10 @@ def stage_agree(args: argparse.Namespace, device: torch.device) -> None:
     delta = []
     for gene, f in zip(genes, fast, strict=True):
         start = time.perf_counter()
-        (r,) = cross_validate([gene], config=config, trainer="reference", device=device)
+        (r,) = cross_validate_cnn([gene], config, trainer="reference", device=device)
         delta.append(abs(r.r2 - f.r2))
         print(f"| {gene.gene} | {gene.X.shape[1]} | {r.r2:.4f} | {f.r2:.4f} | {delta[-1]:.4f} | "
-              f"{int(r.fold_metrics['epochs_run'].sum())} | "
-              f"{int(f.fold_metrics['epochs_run'].sum())} | {time.perf_counter() - start:.0f} |",
+              f"{epochs_run(r)} | {epochs_run(f)} | {time.perf_counter() - start:.0f} |",
               flush=True)  # fmt: skip
     print(f"mean |ΔR²| {np.mean(delta):.4f}, max {np.max(delta):.4f} (budget: mean 0.01)")
 
@@ -484,12 +483,10 @@ def stage_check(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def stage_cohort(args: argparse.Namespace, device: torch.device) -> None:
-    """``cross_validate`` (what the training asset calls) at the default 700/90, everything
+    """``evaluate`` of the CNN (what ``model_evaluation`` calls) at the default 700/90, everything
     timed, on genes as dense in window length as a chromosome partition's: of ``--genes``
     genes at the 1 Mb window's length quantiles (a partition of a 14,000-gene cohort holds
     ~700), ``--blocks`` runs of ``--block`` neighbours in length, spread over the quantiles."""
-    from dmg_ml.evaluation.cv import cross_validate
-
     lengths = synthetic_lengths(args.genes, 1_000_000)
     centres = ((2 * np.arange(args.blocks) + 1) * args.genes) // (2 * args.blocks)
     picked = [
@@ -517,12 +514,12 @@ def stage_cohort(args: argparse.Namespace, device: torch.device) -> None:
     def on_gene_done(result) -> None:
         nonlocal epochs, last
         done.append(result)
-        epochs += int(result.fold_metrics["epochs_run"].sum())
+        epochs += epochs_run(result)
         if time.perf_counter() - last > 20:
             last = time.perf_counter()
             report()
 
-    cross_validate(genes, config=config, device=device, on_gene_done=on_gene_done)
+    cross_validate_cnn(genes, config, device=device, on_gene_done=on_gene_done)
     sync(device)
     report(final=True)
     print_tuned()

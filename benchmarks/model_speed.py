@@ -1,11 +1,11 @@
 """Cost per gene of every model of the comparison, cross-validated as a real run does it.
 
-Each model (a name of ``dmg_ml.models.registry``) cross-validates the same simulated genes through
-``dmg_ml.evaluation.engine.evaluate``: 5 patient-grouped outer folds (honest protocol), features
-scaled on the outer training rows, a fresh model per fold with its own inner choices (enet's λ
-and cascade_forest's layers by inner CV, early stopping of mlp and cnn on an inner hold-out;
-the CNN through its fast batched trainer, a gene's 5 folds stacked). The wall time of that call
-per gene is the model's cost, so it includes everything the comparison pays per gene. The data
+Each model (a name of ``dmg_ml.evaluation.registry``) cross-validates the same simulated genes
+through ``dmg_ml.evaluation.engine.evaluate``: 5 patient-grouped outer folds (honest protocol),
+features scaled on the outer training rows, a fresh model per fold with its own inner choices
+(enet's λ and cascade_forest's layers by inner CV, early stopping of mlp and cnn on an inner
+hold-out; the CNN through its fast batched trainer, a gene's 5 folds stacked). The wall time of that
+call per gene is the model's cost, so it includes everything the comparison pays per gene. The data
 are ``benchmarks/trainer_speed.py``'s TCGA-like simulation: ``--samples`` samples (873 by default,
 BRCA's size) and one gene per window length L at evenly spaced quantiles of the synthetic 450K
 cohort's windows at ``--window-bp`` (1 Mb: L = 251, 438, 884 for 3 genes).
@@ -61,7 +61,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 import dmg_ml  # noqa: E402, F401, I001  (before torch: OpenMP threads then sleep, not spin)
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP  # noqa: E402
-from dmg_ml.models.registry import MODELS, model_class  # noqa: E402
+from dmg_ml.evaluation.registry import MODELS, model_class  # noqa: E402
 from dmg_ml.training.reference import TrainConfig  # noqa: E402
 
 PAPER_EPOCHS, PAPER_PATIENCE = TrainConfig().max_epochs, TrainConfig().patience
@@ -100,13 +100,9 @@ def constructor_params(name: str, args: argparse.Namespace, warm: bool = False) 
 
 
 def evaluate_params(name: str, args: argparse.Namespace, warm: bool = False) -> dict[str, Any]:
-    """``evaluate``'s ``params`` for ``name``: for cnn, ``cross_validate``'s."""
-    if name != "cnn":
-        return constructor_params(name, args, warm)
-
-    epochs, patience = (2, 2) if warm else (args.epochs, args.patience)
-    config = TrainConfig(max_epochs=epochs, patience=patience, precision=args.precision)
-    return {"config": config, "trainer": "batched", "device": "cpu"}
+    """``evaluate``'s ``params`` for ``name``: its constructor arguments (for cnn,
+    ``CNNRegressor``'s: the batched trainer on the CPU, its defaults)."""
+    return constructor_params(name, args, warm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,8 +116,6 @@ def emit(**event: Any) -> None:
 def record_epochs(sink: list[int]) -> None:
     """Collect the epochs run by every network fit of this process into ``sink``: the
     estimators' ``epochs_run_`` and the stacked CNN's per-fold ``epochs_run`` (wrappers)."""
-    from dmg_ml.evaluation import engine
-
     for name in NETWORKS:
         cls = model_class(name)
         fit = cls.fit
@@ -132,17 +126,15 @@ def record_epochs(sink: list[int]) -> None:
             return fitted
 
         cls.fit = fit_and_record
-    cross_validate = engine.cross_validate
+    cnn = model_class("cnn")
+    fit_folds = cnn.fit_folds
 
-    def cross_validate_and_record(*args, on_gene_done=None, **kwargs):
-        def done(result):
-            sink.extend(int(e) for e in result.fold_metrics["epochs_run"])
-            if on_gene_done is not None:
-                on_gene_done(result)
+    def fit_folds_and_record(self, *args, _fit_folds=fit_folds, **kwargs):
+        for batch, folds in _fit_folds(self, *args, **kwargs):  # how evaluate trains the CNN
+            sink.extend(int(fold.facts["epochs_run"]) for gene in folds for fold in gene)
+            yield batch, folds
 
-        return cross_validate(*args, on_gene_done=done, **kwargs)
-
-    engine.cross_validate = cross_validate_and_record
+    cnn.fit_folds = fit_folds_and_record
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -153,7 +145,7 @@ def worker(args: argparse.Namespace) -> None:
     from trainer_speed import simulate_cohort, synthetic_lengths
 
     from dmg_ml.evaluation.engine import evaluate
-    from dmg_ml.training.runtime import keep_freed_memory
+    from dmg_ml.runtime import keep_freed_memory
 
     warnings.filterwarnings("ignore")  # convergence chatter of the baselines; timing only
     kept = keep_freed_memory()  # as the training process does (the device resource)
@@ -424,7 +416,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "may use the cores the CNN uses")
     p.add_argument("--threads", type=int, default=0,
                    help="torch intra-op threads; 0 (default): "
-                   "dmg_ml.training.runtime.set_training_threads (one per physical core)")
+                   "dmg_ml.runtime.set_training_threads (one per physical core)")
     p.add_argument("--timeout", type=float, default=240.0,
                    help="seconds of timed fitting per model (after its untimed start-up); a "
                    "model still fitting is stopped and reported as a lower bound (default 240)")
@@ -442,7 +434,7 @@ def resolve(args: argparse.Namespace) -> None:
     worker (where they take effect). Imports torch: ``dmg_ml`` was imported first."""
     import torch
 
-    from dmg_ml.training.runtime import auto_precision, set_training_threads
+    from dmg_ml.runtime import auto_precision, set_training_threads
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,8 @@
 """Reference trainer vs fast (batched) trainer: speed and agreement on the same CV work.
 
-Both trainers cross-validate the same genes under the honest protocol (same data, same folds, same
-seeds). The genes' input lengths L are, by default, the evenly spaced quantiles of the window
+Both trainers cross-validate the same genes under the honest protocol, as the evaluation asset
+does (``dmg_ml.evaluation.engine.evaluate`` of model ``cnn``; same data, same folds, same seeds).
+The genes' input lengths L are, by default, the evenly spaced quantiles of the window
 lengths of the synthetic 450K-density cohort (``dmg_ml.synthetic.writer.FULL``) at ``--window-bp``
 (default 1 Mb, the project's default window: median L ≈ 440); ``--lengths range`` draws them
 log-uniformly from ``[--min-cpgs, --max-cpgs]`` instead. ``fixed`` mode sets ``patience`` above
@@ -12,7 +13,7 @@ which goes first) so that both see the same machine load; on a shared machine, r
 nothing else is (2-thread OpenMP slows down badly when a core is taken).
 
 Both trainers run in the same process, by default with freed memory kept for reuse
-(``dmg_ml.training.runtime.keep_freed_memory``, as the training assets run); ``--allocator default``
+(``dmg_ml.runtime.keep_freed_memory``, as the evaluation asset runs); ``--allocator default``
 leaves glibc's malloc as it is, which slows both, the reference most.
 
 Prints gene-fold-epochs per second for both, their ratio, and the mean |ΔR²| between the pooled
@@ -39,10 +40,44 @@ import dmg_ml  # noqa: E402, F401, I001  (before torch: OpenMP threads then slee
 import torch  # noqa: E402
 from dmg_ml.data.inputs import GeneData  # noqa: E402
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP  # noqa: E402
-from dmg_ml.evaluation.cv import GeneCVResult, cross_validate  # noqa: E402
-from dmg_ml.training.runtime import keep_freed_memory  # noqa: E402
+from dmg_ml.data.splits import HONEST, N_FOLDS  # noqa: E402
+from dmg_ml.evaluation.engine import ModelCVResult, evaluate  # noqa: E402
+from dmg_ml.runtime import keep_freed_memory  # noqa: E402
 from dmg_ml.synthetic.writer import FULL, window_lengths  # noqa: E402
 from dmg_ml.training.reference import TrainConfig  # noqa: E402
+
+
+def cnn_params(config: TrainConfig, trainer: str = "batched",
+               device: str | torch.device = "cpu") -> dict:
+    """``CNNRegressor``'s arguments (``evaluate``'s ``params`` for ``"cnn"``) for ``config``
+    trained by ``trainer`` on ``device``; ``config.seed`` goes to ``evaluate`` as its ``seed``."""
+    return {
+        "max_epochs": config.max_epochs, "patience": config.patience,
+        "learning_rate": config.lr, "batch_size": config.batch_size,
+        "channels": config.channels, "trainer": trainer, "precision": config.precision,
+        "restore_best_weights": config.restore_best_weights, "device": str(device),
+    }
+
+
+def cross_validate_cnn(
+    genes: list[GeneData],
+    config: TrainConfig,
+    trainer: str = "batched",
+    device: str | torch.device = "cpu",
+    n_folds: int = N_FOLDS,
+    protocol: str = HONEST,
+    on_gene_done=None,
+) -> list[ModelCVResult]:
+    """The CNN cross-validated on ``genes`` as the evaluation asset does it
+    (``dmg_ml.evaluation.engine.evaluate``: the shared outer folds, every fold of a batch of
+    genes stacked by the batched trainer), seeded with ``config.seed``."""
+    return evaluate(genes, "cnn", protocol=protocol, params=cnn_params(config, trainer, device),
+                    n_folds=n_folds, seed=config.seed, on_gene_done=on_gene_done)
+
+
+def epochs_run(result: ModelCVResult) -> int:
+    """Epochs the CNN ran over the gene's folds (``ModelCVResult.training``)."""
+    return int(result.training["epochs_run"].sum())
 
 
 def simulate_gene(
@@ -108,9 +143,9 @@ class Tally:
     seconds: float = 0.0
     gene_fold_epochs: int = 0
 
-    def add(self, result: GeneCVResult, seconds: float) -> None:
+    def add(self, result: ModelCVResult, seconds: float) -> None:
         self.seconds += seconds
-        self.gene_fold_epochs += int(result.fold_metrics["epochs_run"].sum())
+        self.gene_fold_epochs += epochs_run(result)
 
     @property
     def rate(self) -> float:
@@ -134,8 +169,8 @@ def run_mode(
         order = ["reference", "batched"] if i % 2 == 0 else ["batched", "reference"]
         for trainer in order:
             start = time.perf_counter()
-            (result,) = cross_validate(
-                [gene], config=configs[trainer], trainer=trainer, device=device
+            (result,) = cross_validate_cnn(
+                [gene], configs[trainer], trainer=trainer, device=device
             )
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -184,7 +219,7 @@ def run_together(
     are comparable even though the reference trains fewer genes."""
     tallies = {"reference": Tally(), "batched": Tally()}
     start = time.perf_counter()
-    fast = cross_validate(genes, config=config, trainer="batched", device=device)
+    fast = cross_validate_cnn(genes, config, trainer="batched", device=device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
@@ -193,8 +228,8 @@ def run_together(
     reference = []
     for gene in genes[:reference_genes]:
         start = time.perf_counter()
-        (result,) = cross_validate([gene], config=reference_config, trainer="reference",
-                                   device=device)
+        (result,) = cross_validate_cnn([gene], reference_config, trainer="reference",
+                                       device=device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         tallies["reference"].add(result, time.perf_counter() - start)
@@ -273,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
           f"x{args.copies} ({source})")
     warm = simulate_cohort(60, [20], args.seed + 1)
     for trainer in ("reference", "batched"):
-        cross_validate(warm, config=TrainConfig(max_epochs=2), trainer=trainer, device=args.device)
+        cross_validate_cnn(warm, TrainConfig(max_epochs=2), trainer=trainer, device=args.device)
     modes = ["fixed", "early"] if args.mode == "both" else [args.mode]
     for mode in modes:
         epochs = args.epochs if mode == "fixed" else args.max_epochs
