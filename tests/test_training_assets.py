@@ -249,6 +249,15 @@ def test_published_audit_rows_sit_beside_honest_ones_and_summary_reports_both(tr
         "ORDER BY 1"
     )
     assert summary["genes"].tolist() == genes["n"].tolist()
+    # each row's headline is the protocol's figure (protocols.headline_metric): the pooled R²
+    # when honest, the authors' mean of per-fold r² for their CNN
+    assert summary["headline_metric"].tolist() == ["r2", "mean_fold_pearson_r2"]
+    means = warehouse.query(
+        "SELECT protocol, avg(r2) AS r2, avg(mean_fold_pearson_r2) AS fold_r2 FROM gene_metrics "
+        "WHERE model = 'cnn' GROUP BY 1 ORDER BY 1"
+    )
+    assert summary["mean_headline"].to_numpy() == pytest.approx(
+        [means["r2"].iloc[0], means["fold_r2"].iloc[1]])
     metadata = result.asset_materializations_for_node("model_summary")[0].metadata
     assert "data:image/png;base64," in metadata["r2_histogram"].value
     assert "honest" in metadata["summary"].value

@@ -91,10 +91,11 @@ SELECT cohort, chromosome, protocol, window_bp, tissue, model, gene, path, sha25
 FROM read_parquet({files}, hive_partitioning = true);
 
 -- model_summary: one row per cohort, protocol, window, tissue and model: genes, mean and median
--- R² and r², mean CpGs per window.
+-- R² and r², mean CpGs per window, and the mean of the protocol's headline figure
+-- (headline_metric names the gene_metrics column: dmg_ml.evaluation.protocols.headline_metric).
 CREATE OR REPLACE VIEW model_summary AS
 SELECT cohort, protocol, window_bp, tissue, model, genes, mean_r2, median_r2, mean_pearson_r2,
-       median_pearson_r2, mean_n_cpgs
+       median_pearson_r2, mean_n_cpgs, headline_metric, mean_headline
 FROM read_parquet({files}, hive_partitioning = true);
 
 -- Per-cohort tables computed from every model's gene metrics.
