@@ -41,22 +41,11 @@ import torch  # noqa: E402
 from dmg_ml.data.inputs import GeneData  # noqa: E402
 from dmg_ml.data.windows import DEFAULT_WINDOW_BP  # noqa: E402
 from dmg_ml.data.splits import HONEST, N_FOLDS  # noqa: E402
+from dmg_ml.training.estimators import cnn_params  # noqa: E402
 from dmg_ml.evaluation.engine import ModelCVResult, evaluate  # noqa: E402
 from dmg_ml.runtime import keep_freed_memory  # noqa: E402
 from dmg_ml.synthetic.writer import FULL, window_lengths  # noqa: E402
 from dmg_ml.training.reference import TrainConfig  # noqa: E402
-
-
-def cnn_params(config: TrainConfig, trainer: str = "batched",
-               device: str | torch.device = "cpu") -> dict:
-    """``CNNRegressor``'s arguments (``evaluate``'s ``params`` for ``"cnn"``) for ``config``
-    trained by ``trainer`` on ``device``; ``config.seed`` goes to ``evaluate`` as its ``seed``."""
-    return {
-        "max_epochs": config.max_epochs, "patience": config.patience,
-        "learning_rate": config.lr, "batch_size": config.batch_size,
-        "channels": config.channels, "trainer": trainer, "precision": config.precision,
-        "restore_best_weights": config.restore_best_weights, "device": str(device),
-    }
 
 
 def cross_validate_cnn(

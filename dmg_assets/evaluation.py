@@ -47,6 +47,7 @@ from dmg_ml.evaluation.protocols import headline_metric
 from dmg_ml.evaluation.registry import parallel_params
 from dmg_ml.evaluation.schemas import validate
 from dmg_ml.runtime import training_threads
+from dmg_ml.training.estimators import cnn_params
 from dmg_ml.training.folds import protocol_config
 from dmg_resources.checkpoints import CheckpointStore
 from dmg_resources.device import TorchDevice
@@ -101,12 +102,7 @@ class _Progress:
 
 def _params(model: str, config: EvaluationConfig, device: str, precision: str) -> dict:
     if model == "cnn":
-        train = config.train_config(precision, config.seed)
-        return {"max_epochs": train.max_epochs, "patience": train.patience,
-                "learning_rate": train.lr, "batch_size": train.batch_size,
-                "channels": train.channels, "trainer": config.trainer,
-                "precision": train.precision,
-                "restore_best_weights": train.restore_best_weights, "device": device}
+        return cnn_params(config.train_config(precision, config.seed), config.trainer, device)
     return parallel_params(model, config.n_jobs or training_threads())
 
 

@@ -144,6 +144,17 @@ class CNNRegressor(_NeuralRegressor):
         return train_gene_folds(genes, splits, protocol, config, self.trainer, self.device)
 
 
+def cnn_params(config: TrainConfig, trainer: str = "batched", device: str = "cpu") -> dict:
+    """``CNNRegressor``'s arguments (``evaluate``'s ``params`` for ``"cnn"``) for ``config``
+    trained by ``trainer`` on ``device``; ``config.seed`` goes to ``evaluate`` as its ``seed``."""
+    return {
+        "max_epochs": config.max_epochs, "patience": config.patience,
+        "learning_rate": config.lr, "batch_size": config.batch_size,
+        "channels": config.channels, "trainer": trainer, "precision": config.precision,
+        "restore_best_weights": config.restore_best_weights, "device": str(device),
+    }
+
+
 class MLPRegressor(_NeuralRegressor):
     """The paper's ablation: ``AblationMLP`` (the CNN without its convolutional layers), trained
     with the reference loop under the CNN's training semantics.
