@@ -47,8 +47,7 @@ def _query(argv: list[str]) -> int:
 def _report(argv: list[str]) -> int:
     parser = report_parser()
     args = parser.parse_args(argv)
-    from dmg_assets import runs
-    from dmg_assets.commands import project_instance
+    from dmg_assets import commands, runs
     from dmg_resources.source import validate_cohort
 
     for cohort in args.cohorts:
@@ -56,7 +55,7 @@ def _report(argv: list[str]) -> int:
             validate_cohort(cohort)
         except ValueError as exc:
             parser.error(str(exc))
-    instance = project_instance()
+    instance = commands.project_instance()
     return runs.until_interrupted(lambda: runs.in_one_line(
         lambda: _write_reports(instance, args.cohorts, args.verbose), verbose=args.verbose))
 

@@ -32,8 +32,8 @@ from dagster._core.log_manager import get_log_record_metadata, has_log_record_me
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from dmg_assets import runs
-from dmg_assets.commands import cohort_names, config_option, project_instance
+from dmg_assets import commands, runs
+from dmg_assets.commands import cohort_names, config_option
 from dmg_assets.definitions import defs
 from dmg_assets.metadata import progress_counts
 from dmg_assets.partitions import prediction_batches
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(batch: str, config: dict, log_level: str) -> int:
-    instance = project_instance()
+    instance = commands.project_instance()
     if batch not in instance.get_dynamic_partitions(prediction_batches.name):
         instance.add_dynamic_partitions(prediction_batches.name, [batch])
     loggers = {"console": {"config": {"log_level": log_level}}}

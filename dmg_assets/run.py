@@ -29,8 +29,8 @@ from dagster import AssetKey, Config, DagsterInstance, MultiPartitionKey
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from dmg_assets import options, runs
-from dmg_assets.commands import cohort_names, limit_pool, project_instance
+from dmg_assets import commands, options, runs
+from dmg_assets.commands import cohort_names, limit_pool
 from dmg_assets.definitions import SOURCE_URL, defs
 from dmg_assets.evaluation import EvaluationConfig
 from dmg_assets.experiments import GeneralisationConfig, TissueConfig, WindowExperimentConfig
@@ -152,7 +152,7 @@ def drive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.train = [default] if default in cohorts else cohorts[:1]
     train = cohort_names(parser, "--train", args.train)
     _check_options(parser, args)
-    instance = project_instance()
+    instance = commands.project_instance()
     runs.log_to_terminal()
     return runs.until_interrupted(lambda: runs.in_one_line(
         lambda: _materialise(args, cohorts, train, instance), verbose=args.verbose))

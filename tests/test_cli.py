@@ -6,7 +6,7 @@ import shutil
 import pytest
 from dagster import DagsterInstance
 
-from dmg_assets import cli, run
+from dmg_assets import cli, commands, run
 from dmg_assets.definitions import DATA_DIR, SOURCE_URL
 from dmg_ml.data.xena import PROBE_MAP_PATH, methylation_path
 from dmg_ml.synthetic.writer import write_synthetic_hub
@@ -19,8 +19,8 @@ def test_the_driver_routes_genes_to_their_chromosomes_and_says_where_results_are
 ):
     monkeypatch.chdir(tmp_path)
     # An in-memory instance keeps its 15 runs fast (the project's instance, on disk, is
-    # test_cli_errors.py's)
-    monkeypatch.setattr(run, "project_instance", DagsterInstance.ephemeral)
+    # test_cli_errors.py's); every command takes it from commands.project_instance
+    monkeypatch.setattr(commands, "project_instance", DagsterInstance.ephemeral)
     shutil.copytree(tiny_hub, tmp_path / SOURCE_URL)
     code = run.main(["--cohorts", "BRCA", "COAD", "--genes", *_two_chromosomes(tiny_hub),
                      "--max-epochs", "5", "--patience", "2", "--models", "cnn", "mean",
